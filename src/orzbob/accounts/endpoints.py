@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, Query
+
+from orzbob.accounts.models import Org, Role
+from orzbob.accounts.schemas import OrgCreate, OrgOut, OrgUpdate, PlanChange, TokenCreate, TokenOut
+from orzbob.accounts.service import account_service
+from orzbob.api.deps import (
+    EngineeringDep,
+    NowDep,
+    OrgAdminDep,
+    OrgPrincipalDep,
+    RuntimeDep,
+    SessionDep,
+    StaffDep,
+    require_staff,
+)
+from orzbob.kit.money import from_cents
+
+router = APIRouter(tags=["organizations"])
+
+
+def org_out(org: Org) -> OrgOut:
+    return OrgOut(
+        id=org.id,
+        name=org.name,
+        billing_emails=list(org.billing_emails),
+        plan=org.plan_id,
+        signup_at=org.signup_at,
+        spend_limit=None if org.spend_limit_cents is None else from_cents(org.spend_limit_cents),
+        created_at=org.created_at,
+    )
+
+
+@router.get("/v1/orgs/me", response_model=OrgOut)
+def get_my_org(principal: OrgPrincipalDep, session: SessionDep) -> OrgOut:
+    assert principal.org_id is not None
+    return org_out(account_service.get_org(session, principal.org_id))
+
+
+@router.patch("/v1/orgs/me", response_model=OrgOut)
+def update_my_org(body: OrgUpdate, principal: OrgAdminDep, session: SessionDep) -> OrgOut:
+    assert principal.org_id is not None
+    org = account_service.get_org(session, principal.org_id)
+    return org_out(
+        account_service.update_org(session, org, name=body.name, billing_emails=body.billing_emails)
+    )
+
+
+@router.post("/v1/orgs/me/tokens", response_model=TokenOut, status_code=201)
+def create_my_token(
+    body: TokenCreate, principal: OrgAdminDep, session: SessionDep, now: NowDep
+) -> TokenOut:
+    token, raw = account_service.create_token(
+        session, org_id=principal.org_id, role=body.role, name=body.name, now=now
+    )
+    return TokenOut(id=token.id, org_id=token.org_id, role=token.role, name=token.name, token=raw)
+
+
+@router.get("/v1/admin/orgs", response_model=list[OrgOut], tags=["admin"])
+def list_orgs(
+    _: StaffDep,
+    session: SessionDep,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> list[OrgOut]:
+    return [org_out(o) for o in account_service.list_orgs(session, limit=limit, offset=offset)]
+
+
+@router.post("/v1/admin/orgs", response_model=OrgOut, status_code=201, tags=["admin"])
+def create_org(
+    body: OrgCreate, _: EngineeringDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
+) -> OrgOut:
+    org = account_service.create_org(
+        session,
+        name=body.name,
+        billing_emails=body.billing_emails,
+        plan_id=body.plan,
+        catalog=runtime.catalog,
+        now=now,
+    )
+    return org_out(org)
+
+
+@router.get("/v1/admin/orgs/{org_id}", response_model=OrgOut, tags=["admin"])
+def get_org(org_id: uuid.UUID, _: StaffDep, session: SessionDep) -> OrgOut:
+    return org_out(account_service.get_org(session, org_id))
+
+
+@router.put(
+    "/v1/admin/orgs/{org_id}/plan",
+    response_model=OrgOut,
+    tags=["admin"],
+    dependencies=[Depends(require_staff(Role.SUPPORT_L2, Role.ENGINEERING))],
+)
+def set_org_plan(
+    org_id: uuid.UUID, body: PlanChange, runtime: RuntimeDep, session: SessionDep
+) -> OrgOut:
+    org = account_service.get_org(session, org_id, lock=True)
+    return org_out(account_service.set_plan(session, org, body.plan, catalog=runtime.catalog))
+
+
+@router.delete("/v1/admin/orgs/{org_id}", status_code=204, tags=["admin"])
+def delete_org(org_id: uuid.UUID, _: EngineeringDep, session: SessionDep, now: NowDep) -> None:
+    account_service.delete_org(session, org_id, now=now)

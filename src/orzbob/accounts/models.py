@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from orzbob.kit.db import Base, new_id
+
+
+class Role(StrEnum):
+    MEMBER = "member"
+    ADMIN = "admin"
+    SUPPORT_L1 = "support_l1"
+    SUPPORT_L2 = "support_l2"
+    ENGINEERING = "engineering"
+
+
+ORG_ROLES = (Role.MEMBER, Role.ADMIN)
+STAFF_ROLES = (Role.SUPPORT_L1, Role.SUPPORT_L2, Role.ENGINEERING)
+
+
+class Org(Base):
+    __tablename__ = "orgs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    billing_emails: Mapped[list[str]]
+    plan_id: Mapped[str] = mapped_column(String(64))
+    signup_at: Mapped[datetime]
+    spend_limit_cents: Mapped[int | None]
+    polar_customer_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_org_id", "org_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orgs.id"))
+    role: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import ApiToken, Org
+
+
+class AccountRepository:
+    def get_org(self, session: Session, org_id: uuid.UUID, *, lock: bool = False) -> Org | None:
+        stmt = select(Org).where(Org.id == org_id, Org.deleted_at.is_(None))
+        if lock:
+            stmt = stmt.with_for_update()
+        return session.scalars(stmt).one_or_none()
+
+    def list_orgs(self, session: Session, *, limit: int, offset: int) -> Sequence[Org]:
+        stmt = (
+            select(Org).where(Org.deleted_at.is_(None)).order_by(Org.id).limit(limit).offset(offset)
+        )
+        return session.scalars(stmt).all()
+
+    def token_by_hash(self, session: Session, token_hash: str) -> ApiToken | None:
+        return session.scalars(
+            select(ApiToken).where(ApiToken.token_hash == token_hash)
+        ).one_or_none()
+
+
+account_repository = AccountRepository()

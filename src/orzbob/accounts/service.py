@@ -1,0 +1,162 @@
+"""Orgs, API tokens and the principal a bearer token stands for."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import ORG_ROLES, STAFF_ROLES, ApiToken, Org, Role
+from orzbob.accounts.repository import account_repository
+from orzbob.catalog.models import Catalog
+from orzbob.kit.errors import NotFound, Unauthorized, Unprocessable
+
+TOKEN_PREFIX = "orz_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: uuid.UUID
+    role: Role
+    org_id: uuid.UUID | None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+
+def hash_token(raw: str) -> str:
+    # Tokens carry 256 bits of randomness, so a fast hash is enough (no dictionary to attack).
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def parse_role(value: str, *, staff: bool) -> Role:
+    allowed = STAFF_ROLES if staff else ORG_ROLES
+    try:
+        role = Role(value)
+    except ValueError:
+        role = None
+    if role not in allowed:
+        names = ", ".join(r.value for r in allowed)
+        raise Unprocessable(f"Unknown role {value!r}: choose one of {names}.")
+    assert role is not None
+    return role
+
+
+class AccountService:
+    def create_org(
+        self,
+        session: Session,
+        *,
+        name: str,
+        billing_emails: list[str],
+        plan_id: str | None,
+        catalog: Catalog,
+        now: datetime,
+    ) -> Org:
+        plan_id = plan_id or catalog.default_plan
+        if not catalog.has_plan(plan_id):
+            raise Unprocessable(
+                f"Unknown plan {plan_id!r}: choose one of {', '.join(catalog.plan_ids)}."
+            )
+        org = Org(
+            name=name,
+            billing_emails=billing_emails,
+            plan_id=plan_id,
+            signup_at=now,
+            spend_limit_cents=None,
+            polar_customer_id=None,
+            created_at=now,
+            deleted_at=None,
+        )
+        session.add(org)
+        session.flush()
+        return org
+
+    def get_org(self, session: Session, org_id: uuid.UUID, *, lock: bool = False) -> Org:
+        org = account_repository.get_org(session, org_id, lock=lock)
+        if org is None:
+            raise NotFound("Organization not found.")
+        return org
+
+    def list_orgs(self, session: Session, *, limit: int = 100, offset: int = 0) -> Sequence[Org]:
+        return account_repository.list_orgs(session, limit=limit, offset=offset)
+
+    def update_org(
+        self,
+        session: Session,
+        org: Org,
+        *,
+        name: str | None = None,
+        billing_emails: list[str] | None = None,
+    ) -> Org:
+        if name is not None:
+            org.name = name
+        if billing_emails is not None:
+            org.billing_emails = billing_emails
+        session.flush()
+        return org
+
+    def delete_org(self, session: Session, org_id: uuid.UUID, *, now: datetime) -> None:
+        org = self.get_org(session, org_id)
+        org.deleted_at = now
+        session.flush()
+
+    def create_token(
+        self,
+        session: Session,
+        *,
+        org_id: uuid.UUID | None,
+        role: str,
+        name: str,
+        now: datetime,
+    ) -> tuple[ApiToken, str]:
+        """Issue a token; the plaintext is returned once and only its hash is stored."""
+        parsed = parse_role(role, staff=org_id is None)
+        if org_id is not None:
+            self.get_org(session, org_id)
+        raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = ApiToken(
+            org_id=org_id,
+            role=parsed.value,
+            name=name,
+            token_hash=hash_token(raw),
+            token_prefix=raw[:10],
+            created_at=now,
+            revoked_at=None,
+        )
+        session.add(token)
+        session.flush()
+        return token, raw
+
+    def revoke_token(self, session: Session, token_id: uuid.UUID, *, now: datetime) -> None:
+        token = session.get(ApiToken, token_id)
+        if token is None:
+            raise NotFound("Token not found.")
+        token.revoked_at = now
+        session.flush()
+
+    def authenticate(self, session: Session, raw: str) -> Principal:
+        token = account_repository.token_by_hash(session, hash_token(raw))
+        if token is None or token.revoked_at is not None:
+            raise Unauthorized("The API token is unknown or has been revoked.")
+        if token.org_id is not None and account_repository.get_org(session, token.org_id) is None:
+            raise Unauthorized("The organization of this API token no longer exists.")
+        return Principal(token_id=token.id, role=Role(token.role), org_id=token.org_id)
+
+    def set_plan(self, session: Session, org: Org, plan_id: str, *, catalog: Catalog) -> Org:
+        if not catalog.has_plan(plan_id):
+            raise Unprocessable(
+                f"Unknown plan {plan_id!r}: choose one of {', '.join(catalog.plan_ids)}."
+            )
+        org.plan_id = plan_id
+        session.flush()
+        return org
+
+
+account_service = AccountService()

@@ -1,0 +1,66 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from orzbob.accounts.endpoints import router as accounts_router
+from orzbob.api.errors import install_error_handlers
+from orzbob.api.health import router as health_router
+from orzbob.api.middleware import BodyLimitMiddleware
+from orzbob.config import Settings, load_settings
+from orzbob.jobs import register_jobs
+from orzbob.runtime import Runtime
+from orzbob.testclock import service as testclock_service
+from orzbob.testclock.endpoints import router as testclock_router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(runtime: Runtime | None = None, *, settings: Settings | None = None) -> FastAPI:
+    """Build the API. Periodic jobs run in a background thread unless the test clock drives
+    them (or `ORZBOB_RUN_JOBS=false`, for processes that only serve requests)."""
+    if runtime is None:
+        settings = settings or load_settings()
+        settings.check_startup()
+        runtime = Runtime.create(settings)
+        register_jobs(runtime)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        worker: threading.Thread | None = None
+        if runtime.settings.test_clock:
+            testclock_service.restore(runtime)
+            log.warning("test clock enabled: time stands still until POST /v1/test-clock/advance")
+        elif runtime.settings.run_jobs and runtime.scheduler.jobs:
+            worker = threading.Thread(
+                target=runtime.scheduler.run_forever, args=(stop,), name="orzbob-jobs", daemon=True
+            )
+            worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                worker.join(timeout=30)
+            for hook in runtime.extras.get("shutdown_hooks", []):  # type: ignore[attr-defined]
+                hook()
+
+    app = FastAPI(
+        title="Orzbob Cloud Billing",
+        version="0.1.0",
+        description="Per-minute billing for Orzbob Cloud development environments.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    install_error_handlers(app)
+    for router in (health_router, accounts_router, testclock_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,93 @@
+"""Request dependencies: the runtime, one transaction per request, and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import Role
+from orzbob.accounts.service import Principal, account_service
+from orzbob.kit.db import session_scope
+from orzbob.kit.errors import Forbidden, Unauthorized
+from orzbob.runtime import Runtime
+
+_bearer = HTTPBearer(auto_error=False, description="An Orzbob API token (orz_…)")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    # scope="function" below: the commit happens before the response is sent, so a client
+    # never sees success for a write that then failed to commit.
+    with session_scope(runtime.sessions) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_now(runtime: RuntimeDep) -> datetime:
+    return runtime.clock.now()
+
+
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def get_principal(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Send your API token as 'Authorization: Bearer <token>'.")
+    # Its own short transaction: the request's transaction must not be held open by
+    # authentication (on SQLite a transaction holds the write lock).
+    with session_scope(runtime.sessions) as session:
+        return account_service.authenticate(session, credentials.credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_org_principal(principal: PrincipalDep) -> Principal:
+    if principal.org_id is None:
+        raise Forbidden("This endpoint is for organization tokens; staff use /v1/admin/….")
+    return principal
+
+
+OrgPrincipalDep = Annotated[Principal, Depends(get_org_principal)]
+
+
+def get_org_admin(principal: OrgPrincipalDep) -> Principal:
+    if principal.role != Role.ADMIN:
+        raise Forbidden("Only an organization admin can do this; ask an admin of your org.")
+    return principal
+
+
+OrgAdminDep = Annotated[Principal, Depends(get_org_admin)]
+
+
+def require_staff(*roles: Role) -> Callable[[Principal], Principal]:
+    allowed = roles or (Role.SUPPORT_L1, Role.SUPPORT_L2, Role.ENGINEERING)
+
+    def dependency(principal: PrincipalDep) -> Principal:
+        if principal.role not in allowed:
+            names = ", ".join(r.value for r in allowed)
+            raise Forbidden(f"This needs a staff token with one of the roles: {names}.")
+        return principal
+
+    return dependency
+
+
+StaffDep = Annotated[Principal, Depends(require_staff())]
+EngineeringDep = Annotated[Principal, Depends(require_staff(Role.ENGINEERING))]

@@ -1,0 +1,70 @@
+"""Every error leaves the API as `{"error": ..., "detail": ...}`; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orzbob.kit.errors import OrzbobError
+
+log = logging.getLogger(__name__)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    where = ".".join(loc)
+    if err.get("type") == "json_invalid":
+        return "The request body is not valid JSON."
+    if err.get("type") == "missing":
+        return f"{where} is required."
+    msg = str(err.get("msg", "is invalid"))
+    msg = msg.removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OrzbobError)
+    async def _orzbob(_: Request, exc: OrzbobError) -> JSONResponse:
+        return JSONResponse(
+            {"error": exc.error, "detail": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        fields = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": _describe(e)}
+            for e in errors
+        ]
+        detail = " ".join(f["message"] for f in fields) or "The request is invalid."
+        return JSONResponse(
+            {"error": "invalid_request", "detail": detail, "fields": fields}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        names = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        return JSONResponse(
+            {"error": names.get(exc.status_code, "http_error"), "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {
+                "error": "internal_error",
+                "detail": "Something went wrong on our side; nothing was changed. "
+                "Please retry, and contact support if it persists.",
+            },
+            status_code=500,
+        )

@@ -1,0 +1,3 @@
+from orzbob.cli.main import main
+
+main()

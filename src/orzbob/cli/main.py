@@ -1,0 +1,77 @@
+"""The `orz` command."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from orzbob.cli import admin
+from orzbob.cli.common import cli_errors, console, run_db, settings_or_exit
+from orzbob.runtime import Runtime
+
+app = typer.Typer(
+    help="Orzbob Cloud Billing: metering, plans, usage and support tooling.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin.app, name="admin")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations."""
+    from orzbob.kit.migrate import upgrade
+
+    def work(rt: Runtime) -> None:
+        upgrade(rt.engine)
+
+    run_db(work)
+    console.print("Database is up to date.")
+
+
+@app.command("server")
+def server(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
+) -> None:
+    """Run the HTTP API (and the periodic jobs)."""
+    import uvicorn
+
+    from orzbob.api.app import create_app
+    from orzbob.jobs import register_jobs
+    from orzbob.kit.migrate import upgrade
+
+    settings = settings_or_exit()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with cli_errors():
+        settings.check_startup()
+        runtime = Runtime.create(settings)
+        if migrate:
+            upgrade(runtime.engine)
+        register_jobs(runtime)
+        application = create_app(runtime)
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+        proxy_headers=True,
+    )
+
+
+@app.command("dev")
+def dev() -> None:
+    """Run the service for local development with its embedded defaults (SQLite under ./var)."""
+    server(host=None, port=None, migrate=True)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main", "run_db"]

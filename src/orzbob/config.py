@@ -1,0 +1,106 @@
+"""One settings class, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orzbob.kit.errors import ConfigError
+
+LOCAL_POLAR_URL = "http://127.0.0.1:8765"
+POLAR_TOKEN_PREFIXES = ("polar_oat_", "polar_pat_", "polar_at_o_", "polar_at_u_")
+_PLACEHOLDER = re.compile(
+    r"^(|changeme|change-me|replace-?me|todo|xxx+|secret|<.*>|your[-_].*)$", re.I
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", validation_alias="ORZBOB_ENV"
+    )
+    database_url: str = Field("sqlite:///./var/orzbob.db", validation_alias="DATABASE_URL")
+    host: str = Field("127.0.0.1", validation_alias="ORZBOB_HOST")
+    port: int = Field(8080, validation_alias="ORZBOB_PORT")
+    public_url: str = Field("http://127.0.0.1:8080", validation_alias="ORZBOB_PUBLIC_URL")
+    catalog_path: Path | None = Field(None, validation_alias="ORZBOB_CATALOG")
+
+    billing_enabled: bool = Field(False, validation_alias="BILLING_ENABLED")
+    polar_api_key: SecretStr | None = Field(None, validation_alias="POLAR_API_KEY")
+    polar_webhook_secret: SecretStr | None = Field(None, validation_alias="POLAR_WEBHOOK_SECRET")
+    polar_organization_id: str | None = Field(
+        None, validation_alias=AliasChoices("POLAR_ORGANIZATION_ID", "POLAR_PROJECT_ID")
+    )
+    polar_api_url: str = Field(LOCAL_POLAR_URL, validation_alias="POLAR_API_URL")
+    polar_timeout_seconds: float = Field(10.0, validation_alias="POLAR_TIMEOUT_SECONDS")
+
+    smtp_host: str = Field("127.0.0.1", validation_alias="SMTP_HOST")
+    smtp_port: int = Field(1025, validation_alias="SMTP_PORT")
+    smtp_username: str | None = Field(None, validation_alias="SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(None, validation_alias="SMTP_PASSWORD")
+    smtp_starttls: bool = Field(False, validation_alias="SMTP_STARTTLS")
+    email_from_address: str = Field("billing@orzbob.cloud", validation_alias="EMAIL_FROM_ADDRESS")
+
+    test_clock: bool = Field(False, validation_alias="ORZBOB_TEST_CLOCK")
+    run_jobs: bool = Field(True, validation_alias="ORZBOB_RUN_JOBS")
+    flush_interval_seconds: int = Field(60, ge=1, validation_alias="FLUSH_INTERVAL_SECONDS")
+    flush_batch_size: int = Field(1000, ge=1, le=10000, validation_alias="FLUSH_BATCH_SIZE")
+    heartbeat_timeout_seconds: int = Field(300, ge=30, validation_alias="HEARTBEAT_TIMEOUT_SECONDS")
+    sweep_interval_seconds: int = Field(60, ge=1, validation_alias="SWEEP_INTERVAL_SECONDS")
+    max_body_bytes: int = Field(1_048_576, validation_alias="ORZBOB_MAX_BODY_BYTES")
+
+    @model_validator(mode="after")
+    def _test_clock_not_in_production(self) -> Settings:
+        if self.test_clock and self.env == "production":
+            raise ValueError("ORZBOB_TEST_CLOCK cannot be enabled when ORZBOB_ENV=production")
+        return self
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def check_startup(self) -> None:
+        """Refuse to start with missing or malformed secrets when billing is on.
+
+        Messages name the variable and never its value.
+        """
+        if not self.billing_enabled:
+            return
+        key = self.polar_api_key.get_secret_value() if self.polar_api_key else ""
+        if not key:
+            raise ConfigError("POLAR_API_KEY is required when BILLING_ENABLED=true")
+        if _PLACEHOLDER.match(key) or not key.startswith(POLAR_TOKEN_PREFIXES) or " " in key:
+            raise ConfigError(
+                "POLAR_API_KEY is malformed: expected a Polar access token "
+                "(it starts with polar_oat_)"
+            )
+        secret = self.polar_webhook_secret.get_secret_value() if self.polar_webhook_secret else ""
+        if not secret:
+            raise ConfigError("POLAR_WEBHOOK_SECRET is required when BILLING_ENABLED=true")
+        if _PLACEHOLDER.match(secret) or len(secret) < 16 or any(c.isspace() for c in secret):
+            raise ConfigError(
+                "POLAR_WEBHOOK_SECRET is malformed: use the endpoint secret Polar shows "
+                "(whsec_…, at least 16 characters)"
+            )
+        if self.polar_organization_id:
+            try:
+                uuid.UUID(self.polar_organization_id)
+            except ValueError:
+                raise ConfigError(
+                    "POLAR_ORGANIZATION_ID (or POLAR_PROJECT_ID) must be a UUID"
+                ) from None
+        if self.env == "production" and not self.polar_api_url.startswith("https://"):
+            raise ConfigError("POLAR_API_URL must be an https:// URL in production")
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

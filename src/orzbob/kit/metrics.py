@@ -1,0 +1,68 @@
+"""The Prometheus registry. Labels are low-cardinality only: never an org or instance id."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+usage_meter_queue = Gauge(
+    "orzbob_usage_meter_queue", "Usage records not yet sent to Polar", registry=REGISTRY
+)
+usage_meter_oldest_unsent_seconds = Gauge(
+    "orzbob_usage_meter_oldest_unsent_seconds",
+    "Age of the oldest usage record not yet sent to Polar",
+    registry=REGISTRY,
+)
+usage_meter_sent_total = Counter(
+    "orzbob_usage_meter_sent_total", "Usage records accepted by Polar", registry=REGISTRY
+)
+usage_meter_duplicates_total = Counter(
+    "orzbob_usage_meter_duplicates_total",
+    "Usage records Polar reported as already received",
+    registry=REGISTRY,
+)
+usage_meter_failures_total = Counter(
+    "orzbob_usage_meter_failures_total",
+    "Failed flush attempts by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+usage_meter_dead_total = Counter(
+    "orzbob_usage_meter_dead_total", "Usage records moved to dead-letter", registry=REGISTRY
+)
+flush_duration_seconds = Histogram(
+    "orzbob_usage_flush_duration_seconds",
+    "Duration of one flush batch sent to Polar",
+    registry=REGISTRY,
+)
+usage_records_total = Counter(
+    "orzbob_usage_records_total", "Usage records written", ["tier"], registry=REGISTRY
+)
+quota_exceeded_total = Counter(
+    "orzbob_quota_exceeded_total",
+    "Times an org exhausted its included allowance",
+    ["plan"],
+    registry=REGISTRY,
+)
+instances_paused_total = Counter(
+    "orzbob_instances_paused_total", "Instances paused by reason", ["reason"], registry=REGISTRY
+)
+instances_stopped_total = Counter(
+    "orzbob_instances_stopped_total", "Instances stopped by reason", ["reason"], registry=REGISTRY
+)
+idle_instances_reaped_total = Counter(
+    "orzbob_idle_instances_reaped_total", "Instances paused for inactivity", registry=REGISTRY
+)
+daily_usage_hours = Gauge(
+    "orzbob_daily_usage_hours", "Instance-hours run today (UTC) across all orgs", registry=REGISTRY
+)
+alerts_sent_total = Counter(
+    "orzbob_alerts_sent_total", "Budget alert e-mails delivered", ["threshold"], registry=REGISTRY
+)
+alert_failures_total = Counter(
+    "orzbob_alert_failures_total", "Budget alert delivery failures", registry=REGISTRY
+)
+job_failures_total = Counter(
+    "orzbob_job_failures_total", "Periodic job failures", ["job"], registry=REGISTRY
+)

@@ -1,0 +1,68 @@
+"""The process-wide runtime: settings, database, clock, scheduler and catalog in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog, load_catalog
+from orzbob.config import Settings
+from orzbob.kit.clock import Clock, ManualClock, Scheduler, SystemClock
+from orzbob.kit.db import make_engine, make_sessionmaker, session_scope
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    scheduler: Scheduler
+    catalog: Catalog
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        engine: Engine | None = None,
+        catalog: Catalog | None = None,
+    ) -> Runtime:
+        engine = engine or make_engine(settings.database_url)
+        if clock is None:
+            clock = ManualClock() if settings.test_clock else SystemClock()
+        if catalog is None:
+            catalog = (
+                load_catalog(settings.catalog_path)
+                if settings.catalog_path
+                else (default_catalog())
+            )
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            clock=clock,
+            scheduler=Scheduler(clock),
+            catalog=catalog,
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with session_scope(self.sessions) as session:
+            yield session
+
+    @property
+    def manual_clock(self) -> ManualClock | None:
+        return self.clock if isinstance(self.clock, ManualClock) else None
+
+    def every(self, name: str, seconds: int, fn: Callable[[Runtime], object]) -> None:
+        """Register a periodic job that receives the runtime (its clock is already moved)."""
+        self.scheduler.register(name, timedelta(seconds=seconds), lambda _at: fn(self))

@@ -1,0 +1,55 @@
+"""The test clock: stands still, and moves only when staff advance it (SPEC §10)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from orzbob.kit.clock import ManualClock
+from orzbob.kit.errors import Conflict, NotFound
+from orzbob.runtime import Runtime
+from orzbob.testclock.models import TestClockState
+
+MAX_ADVANCE_SECONDS = 400 * 86400
+_advance_lock = threading.Lock()
+
+
+def require_test_clock(runtime: Runtime) -> ManualClock:
+    clock = runtime.manual_clock
+    if not runtime.settings.test_clock or clock is None:
+        raise NotFound("The test clock is not enabled on this service (ORZBOB_TEST_CLOCK=true).")
+    return clock
+
+
+def restore(runtime: Runtime) -> None:
+    """Resume a persisted test clock if it is ahead of real time."""
+    clock = require_test_clock(runtime)
+    with runtime.session() as session:
+        state = session.get(TestClockState, 1)
+        if state is not None and state.now > clock.now():
+            clock.set(state.now)
+            for job in runtime.scheduler.jobs:
+                job.next_run = max(job.next_run, state.now + job.interval)
+
+
+def _persist(runtime: Runtime, now: datetime) -> None:
+    with runtime.session() as session:
+        state = session.get(TestClockState, 1)
+        if state is None:
+            session.add(TestClockState(id=1, now=now))
+        else:
+            state.now = now
+
+
+def advance(runtime: Runtime, seconds: int) -> tuple[datetime, int]:
+    """Advance the test clock, running every periodic job that falls due, in order."""
+    clock = require_test_clock(runtime)
+    if not _advance_lock.acquire(blocking=False):
+        raise Conflict("Another test-clock advance is running; retry when it has finished.")
+    try:
+        before = sum(j.runs for j in runtime.scheduler.jobs)
+        now = runtime.scheduler.advance(clock, seconds)
+        _persist(runtime, now)
+        return now, sum(j.runs for j in runtime.scheduler.jobs) - before
+    finally:
+        _advance_lock.release()

@@ -1,0 +1,150 @@
+"""Shared fixtures. The schema is built by the real migrations, on SQLite by default or on
+PostgreSQL when TEST_DATABASE_URL is set; every test starts with empty tables."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from orzbob.accounts.models import Role
+from orzbob.accounts.service import account_service
+from orzbob.api.app import create_app
+from orzbob.config import Settings
+from orzbob.kit.clock import ManualClock
+from orzbob.kit.db import Base, make_engine
+from orzbob.kit.migrate import upgrade
+from orzbob.runtime import Runtime
+
+T0 = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
+
+
+def soak_scale() -> float:
+    """Long fault and soak tests shrink by this factor in CI (ORZBOB_SOAK_SCALE)."""
+    return float(os.environ.get("ORZBOB_SOAK_SCALE", "1"))
+
+
+@pytest.fixture(scope="session")
+def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    path: Path = tmp_path_factory.mktemp("db") / "test.db"
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    if eng.dialect.name == "postgresql":
+        with eng.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def truncate_all(engine: Engine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=db_url,
+        env="test",
+        test_clock=True,
+        billing_enabled=False,
+        run_jobs=False,
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings, engine: Engine, clock: ManualClock) -> Iterator[Runtime]:
+    rt = Runtime.create(settings, clock=clock, engine=engine)
+    yield rt
+    truncate_all(engine)
+
+
+@pytest.fixture
+def app(runtime: Runtime):  # type: ignore[no-untyped-def]
+    return create_app(runtime)
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(app) as c:
+        yield c
+
+
+@dataclass
+class OrgHandle:
+    id: uuid.UUID
+    token: str
+    name: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_org(runtime: Runtime) -> Callable[..., OrgHandle]:
+    def factory(
+        name: str = "Acme",
+        plan: str | None = None,
+        email: str = "ops@acme.test",
+        role: Role = Role.ADMIN,
+    ) -> OrgHandle:
+        with runtime.session() as session:
+            org = account_service.create_org(
+                session,
+                name=name,
+                billing_emails=[email],
+                plan_id=plan,
+                catalog=runtime.catalog,
+                now=runtime.clock.now(),
+            )
+            _, raw = account_service.create_token(
+                session, org_id=org.id, role=role, name="test", now=runtime.clock.now()
+            )
+            return OrgHandle(id=org.id, token=raw, name=name)
+
+    return factory
+
+
+@pytest.fixture
+def staff_headers(runtime: Runtime) -> Callable[[str], dict[str, str]]:
+    def factory(role: str = "engineering") -> dict[str, str]:
+        with runtime.session() as session:
+            _, raw = account_service.create_token(
+                session, org_id=None, role=role, name="staff", now=runtime.clock.now()
+            )
+        return {"Authorization": f"Bearer {raw}"}
+
+    return factory
