@@ -148,3 +148,18 @@ def staff_headers(runtime: Runtime) -> Callable[[str], dict[str, str]]:
         return {"Authorization": f"Bearer {raw}"}
 
     return factory
+
+
+@pytest.fixture
+def with_jobs(runtime: Runtime) -> Runtime:
+    """The runtime with every periodic job registered, driven by `advance`."""
+    from orzbob.jobs import register_jobs
+
+    register_jobs(runtime)
+    return runtime
+
+
+def advance(runtime: Runtime, seconds: float) -> None:
+    clock = runtime.manual_clock
+    assert clock is not None
+    runtime.scheduler.advance(clock, seconds)

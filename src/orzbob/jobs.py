@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from orzbob.instances.tasks import stop_silent_instances
+from orzbob.metering.tasks import checkpoint_open_segments
 from orzbob.runtime import Runtime
 
 
@@ -11,4 +13,6 @@ def register_jobs(runtime: Runtime) -> None:
     Order matters when several fall due at the same instant: usage is checkpointed before it
     is flushed and before caps and alerts look at it.
     """
-    del runtime  # domains add their jobs here as they arrive
+    s = runtime.settings
+    runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
+    runtime.every("instances.heartbeat_timeout", s.sweep_interval_seconds, stop_silent_instances)

@@ -1,7 +1,22 @@
 """Imports every table so the metadata (and Alembic) sees the whole schema."""
 
 from orzbob.accounts.models import ApiToken, Org
+from orzbob.instances.models import Instance, InstanceEvent
 from orzbob.kit.db import Base
+from orzbob.metering.models import UsageRecord, UsageSegment
+from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.testclock.models import TestClockState
 
-__all__ = ["ApiToken", "Base", "Org", "TestClockState"]
+__all__ = [
+    "ApiToken",
+    "Base",
+    "DailyUsage",
+    "Instance",
+    "InstanceEvent",
+    "Org",
+    "QuotaPeriod",
+    "QuotaTierRollup",
+    "TestClockState",
+    "UsageRecord",
+    "UsageSegment",
+]

@@ -32,6 +32,10 @@ class Org(Base):
     signup_at: Mapped[datetime]
     spend_limit_cents: Mapped[int | None]
     polar_customer_id: Mapped[str | None] = mapped_column(String(64))
+    # The current billing period of the org's Polar subscription, when one is known.
+    polar_subscription_id: Mapped[str | None] = mapped_column(String(64))
+    subscription_period_start: Mapped[datetime | None]
+    subscription_period_end: Mapped[datetime | None]
     created_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 

@@ -13,7 +13,7 @@ class AccountRepository:
     def get_org(self, session: Session, org_id: uuid.UUID, *, lock: bool = False) -> Org | None:
         stmt = select(Org).where(Org.id == org_id, Org.deleted_at.is_(None))
         if lock:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(key_share=True)
         return session.scalars(stmt).one_or_none()
 
     def list_orgs(self, session: Session, *, limit: int, offset: int) -> Sequence[Org]:

@@ -71,6 +71,9 @@ class AccountService:
             signup_at=now,
             spend_limit_cents=None,
             polar_customer_id=None,
+            polar_subscription_id=None,
+            subscription_period_start=None,
+            subscription_period_end=None,
             created_at=now,
             deleted_at=None,
         )

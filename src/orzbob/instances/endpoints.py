@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query
+
+from orzbob.api.deps import NowDep, OrgPrincipalDep, RuntimeDep, SessionDep
+from orzbob.instances.models import State
+from orzbob.instances.schemas import Heartbeat, InstanceCreate, InstanceOut
+from orzbob.instances.service import instance_service
+
+router = APIRouter(prefix="/v1/instances", tags=["instances"])
+
+
+def _org(principal: OrgPrincipalDep) -> uuid.UUID:
+    assert principal.org_id is not None
+    return principal.org_id
+
+
+@router.post("", response_model=InstanceOut, status_code=201)
+def create_instance(
+    body: InstanceCreate,
+    principal: OrgPrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    now: NowDep,
+) -> InstanceOut:
+    instance = instance_service.create(
+        session,
+        _org(principal),
+        tier=body.tier,
+        name=body.name,
+        catalog=runtime.catalog,
+        now=now,
+    )
+    return InstanceOut.model_validate(instance)
+
+
+@router.get("", response_model=list[InstanceOut])
+def list_instances(
+    principal: OrgPrincipalDep,
+    session: SessionDep,
+    state: State | None = Query(None, description="Only instances in this state."),
+) -> list[InstanceOut]:
+    return [
+        InstanceOut.model_validate(i)
+        for i in instance_service.list(session, _org(principal), state=state)
+    ]
+
+
+@router.get("/{instance_id}", response_model=InstanceOut)
+def get_instance(
+    instance_id: uuid.UUID, principal: OrgPrincipalDep, session: SessionDep
+) -> InstanceOut:
+    return InstanceOut.model_validate(instance_service.get(session, _org(principal), instance_id))
+
+
+@router.post("/{instance_id}/pause", response_model=InstanceOut)
+def pause_instance(
+    instance_id: uuid.UUID,
+    principal: OrgPrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    now: NowDep,
+) -> InstanceOut:
+    instance = instance_service.pause(
+        session, _org(principal), instance_id, catalog=runtime.catalog, now=now
+    )
+    return InstanceOut.model_validate(instance)
+
+
+@router.post("/{instance_id}/resume", response_model=InstanceOut)
+def resume_instance(
+    instance_id: uuid.UUID,
+    principal: OrgPrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    now: NowDep,
+) -> InstanceOut:
+    instance = instance_service.resume(
+        session, _org(principal), instance_id, catalog=runtime.catalog, now=now
+    )
+    return InstanceOut.model_validate(instance)
+
+
+@router.delete("/{instance_id}", response_model=InstanceOut)
+def stop_instance(
+    instance_id: uuid.UUID,
+    principal: OrgPrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    now: NowDep,
+) -> InstanceOut:
+    instance = instance_service.stop(
+        session, _org(principal), instance_id, catalog=runtime.catalog, now=now
+    )
+    return InstanceOut.model_validate(instance)
+
+
+@router.post("/{instance_id}/heartbeat", response_model=InstanceOut)
+def heartbeat(
+    instance_id: uuid.UUID,
+    body: Heartbeat,
+    principal: OrgPrincipalDep,
+    session: SessionDep,
+    now: NowDep,
+) -> InstanceOut:
+    instance = instance_service.heartbeat(
+        session, _org(principal), instance_id, active=body.active, now=now
+    )
+    return InstanceOut.model_validate(instance)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+
+class InstanceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: str = Field(min_length=1, max_length=32)
+    name: str | None = Field(None, min_length=1, max_length=100)
+
+
+class Heartbeat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: StrictBool = Field(
+        description="Whether a person or agent did something since the last beat."
+    )
+
+
+class InstanceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    name: str
+    tier: str
+    state: str
+    reason: str | None
+    created_at: datetime
+    state_changed_at: datetime
+    run_started_at: datetime | None
+    last_seen_at: datetime
+    last_active_at: datetime
+    stopped_at: datetime | None

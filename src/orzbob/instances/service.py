@@ -1,0 +1,305 @@
+"""The instance lifecycle (SPEC §2) and the usage it produces.
+
+Lock order, everywhere: org row → instance row → usage segment → quota period. Row locks are
+`FOR NO KEY UPDATE` (key_share=True) so the foreign-key checks of inserts that reference a
+locked org or instance (usage records, events) do not wait on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import Org
+from orzbob.accounts.service import account_service
+from orzbob.catalog.models import Catalog
+from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, Reason, State
+from orzbob.instances.providers import Provider, default_provider
+from orzbob.kit import metrics
+from orzbob.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
+from orzbob.metering.service import metering_service
+
+# Checks run before an instance may start or resume; each raises a 4xx saying which cap
+# forbids running and when it lifts. The throttle domain adds its caps here.
+RunCheck = Callable[[Session, Org, datetime, Catalog], None]
+run_checks: list[RunCheck] = []
+
+
+class InstanceService:
+    def __init__(self, provider: Provider = default_provider) -> None:
+        self.provider = provider
+
+    # -- reads -------------------------------------------------------------------------
+    def get(
+        self, session: Session, org_id: uuid.UUID, instance_id: uuid.UUID, *, lock: bool = False
+    ) -> Instance:
+        stmt = select(Instance).where(Instance.id == instance_id, Instance.org_id == org_id)
+        if lock:
+            stmt = stmt.with_for_update(key_share=True).execution_options(populate_existing=True)
+        instance = session.scalars(stmt).one_or_none()
+        if instance is None:
+            raise NotFound("Instance not found.")
+        return instance
+
+    def list(
+        self, session: Session, org_id: uuid.UUID, *, state: State | None = None, limit: int = 500
+    ) -> Sequence[Instance]:
+        stmt = select(Instance).where(Instance.org_id == org_id)
+        if state is not None:
+            stmt = stmt.where(Instance.state == state.value)
+        return session.scalars(stmt.order_by(Instance.id.desc()).limit(limit)).all()
+
+    def running_count(self, session: Session, org_id: uuid.UUID) -> int:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Instance)
+                .where(
+                    Instance.org_id == org_id,
+                    Instance.state.in_((State.PENDING.value, State.RUNNING.value)),
+                )
+            )
+            or 0
+        )
+
+    # -- commands ----------------------------------------------------------------------
+    def create(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        *,
+        tier: str,
+        name: str | None,
+        catalog: Catalog,
+        now: datetime,
+    ) -> Instance:
+        org = account_service.get_org(session, org_id, lock=True)
+        if not catalog.has_tier(tier):
+            raise Unprocessable(
+                f"Unknown tier {tier!r}: choose one of {', '.join(catalog.tier_ids)}."
+            )
+        plan = catalog.plan(org.plan_id)
+        if not plan.allows_tier(tier):
+            raise Forbidden(
+                f"The {tier} tier is not included in the {plan.name} plan "
+                f"(it allows: {', '.join(plan.tiers)}). Upgrade your plan to use it."
+            )
+        self._check_can_run(session, org, now, catalog)
+        instance = Instance(
+            org_id=org.id,
+            name=name or f"{tier}-{now:%Y%m%d%H%M%S}",
+            tier=tier,
+            state=State.PENDING.value,
+            reason=None,
+            created_at=now,
+            state_changed_at=now,
+            run_started_at=None,
+            last_seen_at=now,
+            last_active_at=now,
+            stopped_at=None,
+        )
+        session.add(instance)
+        session.flush()
+        self.provider.provision(instance)
+        self._move(session, instance, org, State.RUNNING, None, now=now, catalog=catalog)
+        return instance
+
+    def pause(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        instance_id: uuid.UUID,
+        *,
+        reason: Reason = Reason.USER,
+        catalog: Catalog,
+        now: datetime,
+    ) -> Instance:
+        instance = self.get(session, org_id, instance_id, lock=True)
+        org = account_service.get_org(session, org_id)
+        self._move(session, instance, org, State.PAUSED, reason, now=now, catalog=catalog)
+        self.provider.pause(instance)
+        return instance
+
+    def resume(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        instance_id: uuid.UUID,
+        *,
+        catalog: Catalog,
+        now: datetime,
+    ) -> Instance:
+        org = account_service.get_org(session, org_id, lock=True)
+        instance = self.get(session, org_id, instance_id, lock=True)
+        self._require(instance, State.RUNNING)
+        plan = catalog.plan(org.plan_id)
+        if not plan.allows_tier(instance.tier):
+            raise Forbidden(
+                f"The {instance.tier} tier is not included in the {plan.name} plan; "
+                "upgrade your plan to resume this instance."
+            )
+        self._check_can_run(session, org, now, catalog)
+        self._move(session, instance, org, State.RUNNING, None, now=now, catalog=catalog)
+        self.provider.resume(instance)
+        return instance
+
+    def stop(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        instance_id: uuid.UUID,
+        *,
+        reason: Reason = Reason.USER,
+        catalog: Catalog,
+        now: datetime,
+    ) -> Instance:
+        instance = self.get(session, org_id, instance_id, lock=True)
+        org = account_service.get_org(session, org_id)
+        self._move(session, instance, org, State.STOPPED, reason, now=now, catalog=catalog)
+        self.provider.terminate(instance)
+        return instance
+
+    def heartbeat(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        instance_id: uuid.UUID,
+        *,
+        active: bool,
+        now: datetime,
+    ) -> Instance:
+        instance = self.get(session, org_id, instance_id, lock=True)
+        if instance.state == State.STOPPED.value:
+            raise Conflict(
+                f"Instance {instance.id} is stopped ({instance.reason}); "
+                "it no longer accepts heartbeats. Create a new instance."
+            )
+        instance.last_seen_at = max(instance.last_seen_at, now)
+        if active:
+            instance.last_active_at = max(instance.last_active_at, now)
+        session.flush()
+        return instance
+
+    # -- the state machine -------------------------------------------------------------
+    def _require(self, instance: Instance, to: State) -> None:
+        current = State(instance.state)
+        if to not in TRANSITIONS[current]:
+            verb = {State.RUNNING: "resume", State.PAUSED: "pause", State.STOPPED: "stop"}
+            raise Conflict(
+                f"Cannot {verb.get(to, to.value)} instance {instance.id}: it is {current.value}"
+                + (f" ({instance.reason})" if instance.reason else "")
+                + "."
+            )
+
+    def _check_can_run(self, session: Session, org: Org, now: datetime, catalog: Catalog) -> None:
+        plan = catalog.plan(org.plan_id)
+        if self.running_count(session, org.id) >= plan.max_running_instances:
+            raise Conflict(
+                f"Your {plan.name} plan allows {plan.max_running_instances} running instances "
+                "and that many are running. Pause or stop one first, or upgrade your plan."
+            )
+        for check in run_checks:
+            check(session, org, now, catalog)
+
+    def _move(
+        self,
+        session: Session,
+        instance: Instance,
+        org: Org,
+        to: State,
+        reason: Reason | None,
+        *,
+        now: datetime,
+        catalog: Catalog,
+        close_at: datetime | None = None,
+    ) -> None:
+        """Apply one transition and the usage it produces, in the caller's transaction."""
+        self._require(instance, to)
+        before = State(instance.state)
+        if before == State.RUNNING:
+            metering_service.close_segment(
+                session, instance, org, at=close_at or now, catalog=catalog, now=now
+            )
+            instance.run_started_at = None
+        if to == State.RUNNING:
+            metering_service.open_segment(session, instance, at=now)
+            instance.run_started_at = now
+            # Starting is a sign of life: the heartbeat and idle clocks start here.
+            instance.last_seen_at = max(instance.last_seen_at, now)
+            instance.last_active_at = max(instance.last_active_at, now)
+        instance.state = to.value
+        instance.reason = reason.value if reason else None
+        instance.state_changed_at = now
+        if to == State.STOPPED:
+            instance.stopped_at = now
+            metrics.instances_stopped_total.labels(reason=instance.reason or "none").inc()
+        elif to == State.PAUSED:
+            metrics.instances_paused_total.labels(reason=instance.reason or "none").inc()
+        session.add(
+            InstanceEvent(
+                instance_id=instance.id,
+                org_id=instance.org_id,
+                from_state=before.value,
+                to_state=to.value,
+                reason=instance.reason,
+                at=now,
+            )
+        )
+        session.flush()
+
+    def system_transition(
+        self,
+        session: Session,
+        instance: Instance,
+        to: State,
+        reason: Reason,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        close_at: datetime | None = None,
+    ) -> None:
+        """A pause or stop decided by the service (caps, timeouts); the instance is locked."""
+        org = account_service.get_org(session, instance.org_id)
+        self._move(session, instance, org, to, reason, now=now, catalog=catalog, close_at=close_at)
+        if to == State.PAUSED:
+            self.provider.pause(instance)
+        else:
+            self.provider.terminate(instance)
+
+    def stop_silent(
+        self,
+        session: Session,
+        *,
+        now: datetime,
+        timeout: timedelta,
+        catalog: Catalog,
+        limit: int = 500,
+    ) -> int:
+        """Stop running instances silent for longer than `timeout`; usage ends at their last
+        heartbeat, so dead time is never billed."""
+        stmt = (
+            select(Instance)
+            .where(Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout)
+            .order_by(Instance.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        silent = session.scalars(stmt).all()
+        for instance in silent:
+            self.system_transition(
+                session,
+                instance,
+                State.STOPPED,
+                Reason.HEARTBEAT_TIMEOUT,
+                catalog=catalog,
+                now=now,
+                close_at=instance.last_seen_at,
+            )
+        return len(silent)
+
+
+instance_service = InstanceService()

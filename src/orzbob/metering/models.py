@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from orzbob.kit.db import Base, new_id
+
+
+class RecordState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class UsageSegment(Base):
+    """One uninterrupted stretch of `running`. At most one is open per instance."""
+
+    __tablename__ = "usage_segments"
+    __table_args__ = (
+        Index(
+            "uq_usage_segments_one_open_per_instance",
+            "instance_id",
+            unique=True,
+            postgresql_where=text("ended_at IS NULL"),
+            sqlite_where=text("ended_at IS NULL"),
+        ),
+        Index("ix_usage_segments_instance_started", "instance_id", "started_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"))
+    instance_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("instances.id"))
+    tier: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    # Minutes already turned into usage records, and up to when.
+    emitted_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    counted_until: Mapped[datetime]
+
+
+class UsageRecord(Base):
+    """An emitted amount of usage: the transactional outbox shipped to Polar.
+
+    `minutes = included_minutes + overage_minutes`; `billable_minutes` is the overage a plan
+    bills (zero on a hard-stop plan). `small_minutes` is the allowance consumed, weighted.
+    """
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index(
+            "ix_usage_records_pending",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index("ix_usage_records_org_end", "org_id", "interval_end"),
+        Index("ix_usage_records_instance", "instance_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"))
+    instance_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("instances.id"))
+    segment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("usage_segments.id"))
+    tier: Mapped[str] = mapped_column(String(32))
+    plan_id: Mapped[str] = mapped_column(String(64))
+    interval_start: Mapped[datetime]
+    interval_end: Mapped[datetime]
+    period_start: Mapped[datetime]
+    minutes: Mapped[int]
+    included_minutes: Mapped[int]
+    overage_minutes: Mapped[int]
+    billable_minutes: Mapped[int]
+    small_minutes: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), default=RecordState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from orzbob.kit.db import Base
+
+
+class QuotaPeriod(Base):
+    """Per org and billing period: the allowance consumed. Locked while usage is allocated,
+    so allowance is consumed in the order records are written."""
+
+    __tablename__ = "quota_periods"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    period_end: Mapped[datetime]
+    used_small_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When the allowance ran out in this period (first overage or exact exhaustion).
+    exhausted_at: Mapped[datetime | None]
+
+
+class QuotaTierRollup(Base):
+    """Per org, period and tier: the sums of its usage records (never scanned to read)."""
+
+    __tablename__ = "quota_tier_rollups"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    tier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    included_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    overage_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    billable_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    small_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyUsage(Base):
+    """Per org and UTC day: instance-minutes across all tiers (the daily cap reads this)."""
+
+    __tablename__ = "daily_usage"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    minutes: Mapped[int] = mapped_column(BigInteger, default=0)
