@@ -16,6 +16,7 @@ from orzbob.api.middleware import BodyLimitMiddleware
 from orzbob.config import Settings, load_settings
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
+from orzbob.metering.endpoints import router as metering_router
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
 from orzbob.testclock.endpoints import router as testclock_router
@@ -62,6 +63,12 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     install_error_handlers(app)
-    for router in (health_router, accounts_router, instances_router, testclock_router):
+    for router in (
+        health_router,
+        accounts_router,
+        instances_router,
+        metering_router,
+        testclock_router,
+    ):
         app.include_router(router)
     return app

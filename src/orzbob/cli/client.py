@@ -1,0 +1,82 @@
+"""The CLI's HTTP client: API URL and token from flags, the environment or `orz cloud login`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+
+from orzbob.cli.common import fail
+
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+
+
+def credentials_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "orz" / "credentials.json"
+
+
+def save_credentials(api_url: str, token: str) -> Path:
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"api_url": api_url, "token": token}))
+    path.chmod(0o600)
+    return path
+
+
+def _saved() -> dict[str, str]:
+    try:
+        data = json.loads(credentials_path().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass
+class ApiClient:
+    api_url: str
+    token: str | None
+
+    @classmethod
+    def resolve(cls, api_url: str | None, token: str | None) -> ApiClient:
+        saved = _saved()
+        return cls(
+            api_url=(
+                api_url or os.environ.get("ORZ_API_URL") or saved.get("api_url") or DEFAULT_API_URL
+            ).rstrip("/"),
+            token=token or os.environ.get("ORZ_TOKEN") or saved.get("token"),
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if not self.token:
+            fail("no API token: pass --token, set ORZ_TOKEN, or run `orz cloud login --token …`")
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        try:
+            response = httpx.request(
+                method, self.api_url + path, headers=headers, timeout=30.0, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            fail(
+                f"cannot reach the Orzbob API at {self.api_url} ({exc.__class__.__name__}); "
+                "is the service running (`make run`)?"
+            )
+        if response.status_code >= 400:
+            _raise(response)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+
+def _raise(response: httpx.Response) -> NoReturn:
+    try:
+        body = response.json()
+        detail = body.get("detail") if isinstance(body, dict) else None
+    except ValueError:
+        detail = None
+    fail(f"{detail or response.text or 'request failed'} (HTTP {response.status_code})")

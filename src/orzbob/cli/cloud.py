@@ -1,0 +1,176 @@
+"""`orz cloud`: instances, the simulated agent and usage, over the HTTP API."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from orzbob.cli.client import ApiClient, save_credentials
+from orzbob.cli.common import console, err_console, print_json
+
+app = typer.Typer(help="Your cloud instances, usage and bill.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Orzbob API URL (env ORZ_API_URL).")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", help="API token (env ORZ_TOKEN).")] = None,
+) -> None:
+    ctx.obj = ApiClient.resolve(api_url, token)
+
+
+def _client(ctx: typer.Context) -> ApiClient:
+    client: ApiClient = ctx.obj
+    return client
+
+
+def _show(instance: dict[str, Any], json_out: bool, verb: str | None = None) -> None:
+    if json_out:
+        print_json(instance)
+        return
+    reason = f" ({instance['reason']})" if instance.get("reason") else ""
+    prefix = f"{verb} " if verb else ""
+    console.print(
+        f"{prefix}instance [bold]{instance['id']}[/] {instance['name']} "
+        f"[{instance['tier']}] is {instance['state']}{reason}",
+        highlight=False,
+    )
+
+
+@app.command("login")
+def login(
+    ctx: typer.Context,
+    token: Annotated[str, typer.Option("--token", prompt=True, hide_input=True)],
+) -> None:
+    """Save an API token (and the API URL) for later commands."""
+    client = _client(ctx)
+    client.token = token
+    org = client.json("GET", "/v1/orgs/me")
+    path = save_credentials(client.api_url, token)
+    console.print(f"Logged in to {org['name']} ({org['plan']}); credentials saved to {path}.")
+
+
+@app.command("new")
+def new(
+    ctx: typer.Context,
+    tier: Annotated[str, typer.Option("--tier", help="small, medium, large or gpu.")] = "small",
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a new instance."""
+    body: dict[str, Any] = {"tier": tier}
+    if name:
+        body["name"] = name
+    _show(_client(ctx).json("POST", "/v1/instances", json=body), json_out, "started")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    state: Annotated[str | None, typer.Option("--state", help="Only this state.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List instances."""
+    params = {"state": state} if state else {}
+    rows = _client(ctx).json("GET", "/v1/instances", params=params)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("id", "name", "tier", "state", "reason", "last seen")
+    for r in rows:
+        table.add_row(
+            r["id"], r["name"], r["tier"], r["state"], r["reason"] or "", r["last_seen_at"][:19]
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(ctx: typer.Context, instance_id: str, json_out: JsonOpt = False) -> None:
+    """Show one instance."""
+    _show(_client(ctx).json("GET", f"/v1/instances/{instance_id}"), json_out)
+
+
+@app.command("pause")
+def pause(ctx: typer.Context, instance_id: str, json_out: JsonOpt = False) -> None:
+    """Pause an instance (its usage stops)."""
+    _show(_client(ctx).json("POST", f"/v1/instances/{instance_id}/pause"), json_out, "paused")
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, instance_id: str, json_out: JsonOpt = False) -> None:
+    """Resume a paused instance."""
+    _show(_client(ctx).json("POST", f"/v1/instances/{instance_id}/resume"), json_out, "resumed")
+
+
+@app.command("kill")
+def kill(ctx: typer.Context, instance_id: str, json_out: JsonOpt = False) -> None:
+    """Stop an instance for good."""
+    _show(_client(ctx).json("DELETE", f"/v1/instances/{instance_id}"), json_out, "stopped")
+
+
+@app.command("agent")
+def agent(
+    ctx: typer.Context,
+    instance_id: str,
+    activity: Annotated[str, typer.Option("--activity", help="busy or idle.")] = "busy",
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between beats.")] = 30.0,
+    count: Annotated[int, typer.Option("--count", help="Beats to send (0: until stopped).")] = 0,
+) -> None:
+    """Simulate an instance agent: heartbeat an instance over HTTP."""
+    if activity not in ("busy", "idle"):
+        err_console.print("--activity must be busy or idle")
+        raise typer.Exit(2)
+    client = _client(ctx)
+    sent = 0
+    while count == 0 or sent < count:
+        beat = client.json(
+            "POST", f"/v1/instances/{instance_id}/heartbeat", json={"active": activity == "busy"}
+        )
+        sent += 1
+        console.print(
+            f"beat {sent}: {beat['state']} (last seen {beat['last_seen_at'][:19]})", highlight=False
+        )
+        if count == 0 or sent < count:
+            time.sleep(interval)
+
+
+@app.command("usage")
+def usage(
+    ctx: typer.Context,
+    from_: Annotated[str | None, typer.Option("--from", help="RFC 3339 start.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="RFC 3339 end.")] = None,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export usage records (this billing period unless --from/--to are given)."""
+    params = {k: v for k, v in (("from", from_), ("to", to)) if v}
+    client = _client(ctx)
+    if csv_out:
+        params["format"] = "csv"
+        typer.echo(client.request("GET", "/v1/billing/usage", params=params).text, nl=False)
+        return
+    rows = client.json("GET", "/v1/billing/usage", params=params)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("interval end", "instance", "tier", "minutes", "included", "billable", "state")
+    for r in rows["records"]:
+        table.add_row(
+            r["interval_end"][:19],
+            r["instance_id"][:8],
+            r["tier"],
+            str(r["minutes"]),
+            str(r["included_minutes"]),
+            str(r["billable_minutes"]),
+            r["state"],
+        )
+    console.print(table)
+    console.print(f"{rows['total_minutes']} minutes in {len(rows['records'])} records")
