@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from orzbob.instances.tasks import stop_silent_instances
-from orzbob.metering.tasks import checkpoint_open_segments
+from orzbob.metering.flusher import Flusher
+from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
+from orzbob.polar.client import PolarGateway
 from orzbob.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def register_jobs(runtime: Runtime) -> None:
@@ -16,3 +22,39 @@ def register_jobs(runtime: Runtime) -> None:
     s = runtime.settings
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
     runtime.every("instances.heartbeat_timeout", s.sweep_interval_seconds, stop_silent_instances)
+    if s.billing_enabled:
+        flusher = build_flusher(runtime)
+        runtime.extras["flusher"] = flusher
+        runtime.every("metering.flush", s.flush_interval_seconds, flush_usage)
+        if not s.test_clock:
+            runtime.every("metering.flush_full_batches", 5, flush_full_batches)
+        hooks = runtime.extras.setdefault("shutdown_hooks", [])
+        assert isinstance(hooks, list)
+        hooks.append(lambda: final_flush(flusher))
+    else:
+        log.warning("BILLING_ENABLED=false: usage records stay local (pending), nothing is sent")
+
+
+def build_flusher(runtime: Runtime) -> Flusher:
+    s = runtime.settings
+    return Flusher(
+        sessions=runtime.sessions,
+        gateway=PolarGateway(s),
+        batch_size=s.flush_batch_size,
+    )
+
+
+def final_flush(flusher: Flusher) -> None:
+    """On shutdown, ship what is pending (a few batches at most; the rest waits safely)."""
+    report = flusher.flush(max_batches=10)
+    log.info(
+        "final flush: %d sent, %d left for the next start", report.sent, flusher_pending(flusher)
+    )
+
+
+def flusher_pending(flusher: Flusher) -> int:
+    from orzbob.kit.db import session_scope
+    from orzbob.metering.service import metering_service
+
+    with session_scope(flusher.sessions) as session:
+        return metering_service.pending_count(session)

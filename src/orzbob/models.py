@@ -1,15 +1,19 @@
 """Imports every table so the metadata (and Alembic) sees the whole schema."""
 
 from orzbob.accounts.models import ApiToken, Org
+from orzbob.credits.models import AuditEntry, CreditGrant
 from orzbob.instances.models import Instance, InstanceEvent
 from orzbob.kit.db import Base
 from orzbob.metering.models import UsageRecord, UsageSegment
+from orzbob.polar.models import WebhookDelivery
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.testclock.models import TestClockState
 
 __all__ = [
     "ApiToken",
+    "AuditEntry",
     "Base",
+    "CreditGrant",
     "DailyUsage",
     "Instance",
     "InstanceEvent",
@@ -19,4 +23,5 @@ __all__ = [
     "TestClockState",
     "UsageRecord",
     "UsageSegment",
+    "WebhookDelivery",
 ]

@@ -73,3 +73,57 @@ def test_run_pending_in_real_time_runs_a_late_job_once() -> None:
     clock.advance(100)
     assert sched.run_pending() == 1
     assert sched.run_pending() == 0
+
+
+def test_idle_hints_skip_runs_until_another_job_does_work() -> None:
+    from orzbob.kit.clock import FOREVER, Idle
+
+    clock = ManualClock(T0)
+    sched = Scheduler(clock)
+    idle_runs: list[datetime] = []
+    work_at = {T0 + timedelta(seconds=600)}
+
+    def producer(at: datetime) -> int:
+        return 1 if at in work_at else 0
+
+    def consumer(at: datetime) -> Idle:
+        idle_runs.append(at)
+        return Idle(FOREVER)
+
+    sched.register("producer", timedelta(seconds=60), producer)
+    sched.register("consumer", timedelta(seconds=60), consumer)
+    sched.advance(clock, 3600)
+    # Ran once, slept, woke when the producer worked at 10 min (same instant, after it).
+    assert idle_runs == [T0 + timedelta(seconds=60), T0 + timedelta(seconds=600)]
+    # A new advance forgets hints: the consumer runs at the first interval point from now.
+    sched.advance(clock, 120)
+    assert idle_runs[-1] == T0 + timedelta(seconds=3600)
+
+
+def test_idle_hint_with_a_time_resumes_on_the_grid() -> None:
+    from orzbob.kit.clock import Idle
+
+    clock = ManualClock(T0)
+    sched = Scheduler(clock)
+    runs: list[datetime] = []
+
+    def job(at: datetime) -> Idle:
+        runs.append(at)
+        return Idle(at + timedelta(seconds=250))
+
+    sched.register("j", timedelta(seconds=60), job)
+    sched.advance(clock, 1000)
+    assert runs == [T0 + timedelta(seconds=s) for s in (60, 360, 660, 960)]
+
+
+def test_hints_are_ignored_in_real_time() -> None:
+    from orzbob.kit.clock import FOREVER, Idle
+
+    clock = ManualClock(T0)
+    sched = Scheduler(clock)
+    runs: list[datetime] = []
+    sched.register("j", timedelta(seconds=10), lambda at: runs.append(at) or Idle(FOREVER))
+    for _ in range(3):
+        clock.advance(10)
+        sched.run_pending()
+    assert len(runs) == 3

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from orzbob.accounts.models import Org, Role
 from orzbob.accounts.schemas import OrgCreate, OrgOut, OrgUpdate, PlanChange, TokenCreate, TokenOut
-from orzbob.accounts.service import account_service
+from orzbob.accounts.service import Principal, account_service
 from orzbob.api.deps import (
     EngineeringDep,
     NowDep,
@@ -17,6 +18,7 @@ from orzbob.api.deps import (
     StaffDep,
     require_staff,
 )
+from orzbob.credits.audit import audit_service
 from orzbob.kit.money import from_cents
 
 router = APIRouter(tags=["organizations"])
@@ -89,17 +91,28 @@ def get_org(org_id: uuid.UUID, _: StaffDep, session: SessionDep) -> OrgOut:
     return org_out(account_service.get_org(session, org_id))
 
 
-@router.put(
-    "/v1/admin/orgs/{org_id}/plan",
-    response_model=OrgOut,
-    tags=["admin"],
-    dependencies=[Depends(require_staff(Role.SUPPORT_L2, Role.ENGINEERING))],
-)
+@router.put("/v1/admin/orgs/{org_id}/plan", response_model=OrgOut, tags=["admin"])
 def set_org_plan(
-    org_id: uuid.UUID, body: PlanChange, runtime: RuntimeDep, session: SessionDep
+    org_id: uuid.UUID,
+    body: PlanChange,
+    principal: Annotated[Principal, Depends(require_staff(Role.SUPPORT_L2, Role.ENGINEERING))],
+    runtime: RuntimeDep,
+    session: SessionDep,
+    now: NowDep,
 ) -> OrgOut:
     org = account_service.get_org(session, org_id, lock=True)
-    return org_out(account_service.set_plan(session, org, body.plan, catalog=runtime.catalog))
+    before = org.plan_id
+    account_service.set_plan(session, org, body.plan, catalog=runtime.catalog)
+    # Plan changes move money (allowance and base), so staff-made ones are audited.
+    audit_service.record(
+        session,
+        action="plan.change",
+        actor=principal,
+        org_id=org.id,
+        now=now,
+        details={"from": before, "to": org.plan_id},
+    )
+    return org_out(org)
 
 
 @router.delete("/v1/admin/orgs/{org_id}", status_code=204, tags=["admin"])

@@ -14,9 +14,11 @@ from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
 from orzbob.api.middleware import BodyLimitMiddleware
 from orzbob.config import Settings, load_settings
+from orzbob.credits.endpoints import router as credits_router
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
+from orzbob.quota.endpoints import router as quota_router
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
 from orzbob.testclock.endpoints import router as testclock_router
@@ -68,6 +70,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         accounts_router,
         instances_router,
         metering_router,
+        quota_router,
+        credits_router,
         testclock_router,
     ):
         app.include_router(router)

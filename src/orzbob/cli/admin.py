@@ -13,6 +13,7 @@ from orzbob.accounts.models import Role
 from orzbob.accounts.schemas import OrgCreate
 from orzbob.accounts.service import account_service
 from orzbob.cli.common import console, fail, print_json, run_db
+from orzbob.credits.audit import audit_service
 from orzbob.runtime import Runtime
 
 app = typer.Typer(help="Administration: organizations and API tokens.", no_args_is_help=True)
@@ -128,7 +129,17 @@ def org_set_plan(org_id: str, plan: str, json_out: JsonOpt = False) -> None:
     def work(rt: Runtime) -> str:
         with rt.session() as session:
             org = account_service.get_org(session, oid, lock=True)
-            return account_service.set_plan(session, org, plan, catalog=rt.catalog).plan_id
+            before = org.plan_id
+            account_service.set_plan(session, org, plan, catalog=rt.catalog)
+            audit_service.record(
+                session,
+                action="plan.change",
+                actor=None,
+                org_id=org.id,
+                now=rt.clock.now(),
+                details={"from": before, "to": org.plan_id},
+            )
+            return org.plan_id
 
     new_plan = run_db(work)
     if json_out:

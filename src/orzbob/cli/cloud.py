@@ -8,10 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from orzbob.cli.billing import register_cloud_commands
 from orzbob.cli.client import ApiClient, save_credentials
 from orzbob.cli.common import console, err_console, print_json
 
 app = typer.Typer(help="Your cloud instances, usage and bill.", no_args_is_help=True)
+register_cloud_commands(app)  # `billing` and `spend-limit …` (cli/billing.py)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]
 

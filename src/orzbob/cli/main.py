@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from orzbob.cli import admin, cloud
+from orzbob.cli import admin, billing, cloud
 from orzbob.cli.common import cli_errors, console, run_db, settings_or_exit
 from orzbob.runtime import Runtime
 
@@ -20,6 +20,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin.app, name="admin")
 app.add_typer(cloud.app, name="cloud")
+app.add_typer(billing.support_app, name="support")
 
 
 @db_app.command("upgrade")

@@ -48,6 +48,18 @@ class ManualClock:
             return self._now
 
 
+@dataclass(frozen=True)
+class Idle:
+    """A job's answer: nothing to do before `until`, unless something else changes.
+
+    Any job run that returns a positive amount of work clears every hint, so a skipped job
+    wakes as soon as another job (or an advance) may have given it work.
+    """
+
+    until: datetime
+
+
+FOREVER = datetime.max.replace(tzinfo=UTC)
 JobFn = Callable[[datetime], object]
 
 
@@ -58,6 +70,13 @@ class Job:
     fn: JobFn
     next_run: datetime
     runs: int = field(default=0)
+    idle_until: datetime | None = None
+
+
+def _align(job: Job, at: datetime) -> None:
+    """Move a job's next run to its first interval point at or after `at`."""
+    if job.next_run < at:
+        job.next_run += job.interval * -((job.next_run - at) // job.interval)
 
 
 class Scheduler:
@@ -71,6 +90,7 @@ class Scheduler:
         self.clock = clock
         self.jobs: list[Job] = []
         self._lock = threading.RLock()
+        self._advancing = False
 
     def register(self, name: str, interval: timedelta, fn: JobFn) -> Job:
         if interval <= timedelta(0):
@@ -81,18 +101,45 @@ class Scheduler:
             return job
 
     def _next_due(self, until: datetime) -> Job | None:
-        due = [j for j in self.jobs if j.next_run <= until]
+        due: list[Job] = []
+        for j in self.jobs:
+            if j.idle_until is not None:
+                if j.idle_until > until:
+                    continue  # nothing to do within this window unless woken
+                _align(j, j.idle_until)
+            if j.next_run <= until:
+                due.append(j)
         if not due:
             return None
         return min(due, key=lambda j: (j.next_run, self.jobs.index(j)))
 
     def _run(self, job: Job, at: datetime) -> None:
+        job.next_run = at + job.interval
+        job.idle_until = None
         try:
-            job.fn(at)
+            result = job.fn(at)
         except Exception:  # one failing job must not stop the others; it runs again next time
             log.exception("periodic job %s failed", job.name)
+            from orzbob.kit.metrics import job_failures_total
+
+            job_failures_total.labels(job=job.name).inc()
+            result = None
         job.runs += 1
-        job.next_run = at + job.interval
+        # Hints only steer test-clock advances: in real time a request can create work
+        # without waking anyone, and running every job each interval costs nothing.
+        if isinstance(result, Idle) and self._advancing:
+            job.idle_until = result.until
+        elif isinstance(result, int) and not isinstance(result, bool) and result > 0:
+            self.wake_all(at)
+
+    def wake_all(self, at: datetime | None = None) -> None:
+        """Forget every idle hint: something changed that the jobs may need to see. A woken
+        job runs at its first interval point at or after `at`."""
+        for j in self.jobs:
+            if j.idle_until is not None:
+                j.idle_until = None
+                if at is not None:
+                    _align(j, at)
 
     def advance(self, clock: ManualClock, seconds: float) -> datetime:
         """Move a manual clock forward, running every job that falls due, in time order."""
@@ -100,11 +147,18 @@ class Scheduler:
             raise ValueError("seconds must not be negative")
         with self._lock:
             target = clock.now() + timedelta(seconds=seconds)
-            while (job := self._next_due(target)) is not None:
-                at = job.next_run
-                if at > clock.now():
-                    clock.set(at)
-                self._run(job, at)
+            # Requests may have changed anything since the last advance.
+            self.wake_all(clock.now())
+            self._advancing = True
+            try:
+                while (job := self._next_due(target)) is not None:
+                    at = job.next_run
+                    if at > clock.now():
+                        clock.set(at)
+                    self._run(job, at)
+            finally:
+                self._advancing = False
+                self.wake_all(target)
             clock.set(target)
             return target
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -82,10 +83,23 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        # SQLite has one writer at a time; when threads of this process contend, SQLite's busy
+        # handler sleeps in growing steps (up to 100 ms). Queueing them on a lock instead
+        # hands the write lock over at once. Other processes still meet busy_timeout.
+        writer = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
+            if writer.acquire(timeout=30):
+                conn.info["orzbob_writer"] = True
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        def _release(conn: Any) -> None:
+            if conn.info.pop("orzbob_writer", False):
+                writer.release()
+
+        event.listen(engine, "commit", _release)
+        event.listen(engine, "rollback", _release)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
@@ -121,6 +135,23 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]
         raise RuntimeError(f"unsupported database dialect {dialect}")
     result = cast(CursorResult[Any], session.execute(stmt, list(rows)))
     return int(result.rowcount or 0)
+
+
+def upsert_add(
+    session: Session, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert rows, or add their non-key values to the existing row with the same key.
+
+    One statement for the whole batch; `rows` must not repeat a key (PostgreSQL refuses to
+    touch a row twice in one statement).
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values(list(rows))
+    adds = {col: table.c[col] + stmt.excluded[col] for col in rows[0] if col not in set(keys)}
+    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=adds))
 
 
 def dialect_name(session: Session) -> str:

@@ -76,6 +76,10 @@ class UsageRecord(Base):
     billable_minutes: Mapped[int]
     small_minutes: Mapped[int]
     state: Mapped[str] = mapped_column(String(16), default=RecordState.PENDING.value)
+    # A flusher's lease: the record is being sent by `claimed_by` until `claim_expires_at`
+    # (real time). No row lock is held while the request is on the wire.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_expires_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]

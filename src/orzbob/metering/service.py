@@ -16,7 +16,7 @@ from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance
 from orzbob.kit.errors import Conflict
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
-from orzbob.quota.allocation import UsageDraft, allocate
+from orzbob.quota.allocation import UsageDraft, allocate, allocate_many
 from orzbob.quota.periods import boundaries_between
 
 _MICROSECOND = timedelta(microseconds=1)
@@ -87,13 +87,7 @@ class MeteringService:
             if upto <= segment.counted_until:
                 continue
             by_org[segment.org_id].extend(self._drafts(segment, orgs[segment.org_id], upto))
-        written = 0
-        for org_id in sorted(by_org):
-            written += len(
-                allocate(session, orgs[org_id], by_org[org_id], catalog=catalog, now=now)
-            )
-        session.flush()
-        return written
+        return len(allocate_many(session, orgs, by_org, catalog=catalog, now=now))
 
     def _drafts(self, segment: UsageSegment, org: Org, upto: datetime) -> list[UsageDraft]:
         """Turn [counted_until, upto] into drafts, split at period boundaries and midnights.

@@ -3,23 +3,33 @@ time."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from orzbob.accounts.models import Org
 from orzbob.instances.models import Instance
-from orzbob.metering.models import UsageSegment
+from orzbob.kit.clock import FOREVER, Idle
+from orzbob.metering.flusher import Flusher
+from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 from orzbob.metering.service import metering_service
 from orzbob.runtime import Runtime
 
 CHECKPOINT_BATCH = 1000
+log = logging.getLogger(__name__)
 
 
-def checkpoint_open_segments(runtime: Runtime) -> int:
+def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
     """One pass over every open segment, a batch per transaction. Segments another process
     holds are skipped; they are checkpointed by that process or on the next pass."""
     now = runtime.clock.now()
+    with runtime.session() as session:
+        if (
+            session.scalar(select(UsageSegment.id).where(UsageSegment.ended_at.is_(None)).limit(1))
+            is None
+        ):
+            return Idle(FOREVER)  # nothing runs; only a start (which wakes jobs) changes that
     last: uuid.UUID | None = None
     written = 0
     while True:
@@ -45,3 +55,33 @@ def checkpoint_open_segments(runtime: Runtime) -> int:
             last = pairs[-1][0].id
         if len(pairs) < CHECKPOINT_BATCH:
             return written
+
+
+def flush_usage(runtime: Runtime) -> int | Idle:
+    """Ship pending usage records to Polar (registered only when billing is enabled)."""
+    flusher = runtime.extras["flusher"]
+    assert isinstance(flusher, Flusher)
+    report = flusher.flush()
+    if report.stopped:
+        log.warning("flush stopped early: %s", report.stopped)
+    if report.batches == 0:
+        return Idle(FOREVER)
+    return 0  # shipping changes nothing other jobs read
+
+
+def flush_full_batches(runtime: Runtime) -> int:
+    """Real-time helper: flush before the interval when a full batch is already waiting."""
+    flusher = runtime.extras["flusher"]
+    assert isinstance(flusher, Flusher)
+    with runtime.session() as session:
+        waiting = session.scalar(
+            select(func.count()).select_from(
+                select(UsageRecord.id)
+                .where(UsageRecord.state == RecordState.PENDING.value)
+                .limit(flusher.batch_size)
+                .subquery()
+            )
+        )
+    if (waiting or 0) >= flusher.batch_size:
+        flusher.flush()
+    return 0

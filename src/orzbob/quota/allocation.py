@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
-from orzbob.kit.db import insert_ignore, new_id
+from orzbob.kit.db import insert_ignore, new_id, upsert_add
 from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period, period_for
@@ -52,48 +52,73 @@ def _owning_instant(draft: UsageDraft) -> datetime:
     return draft.interval_end
 
 
-def lock_period(session: Session, org_id: uuid.UUID, period: Period) -> QuotaPeriod:
-    """Get or create the org's period row and lock it for the rest of the transaction."""
+def lock_periods(
+    session: Session, wanted: set[tuple[uuid.UUID, Period]]
+) -> dict[tuple[uuid.UUID, datetime], QuotaPeriod]:
+    """Get or create period rows and lock them, in key order, for the rest of the
+    transaction (one statement each for the whole batch)."""
+    if not wanted:
+        return {}
     insert_ignore(
         session,
         QuotaPeriod.__table__,  # type: ignore[arg-type]
         [
             {
                 "org_id": org_id,
-                "period_start": period.start,
-                "period_end": period.end,
+                "period_start": p.start,
+                "period_end": p.end,
                 "used_small_minutes": 0,
                 "exhausted_at": None,
             }
+            for org_id, p in sorted(wanted, key=lambda w: (w[0], w[1].start))
         ],
     )
+    keys = {(org_id, p.start) for org_id, p in wanted}
     stmt = (
         select(QuotaPeriod)
-        .where(QuotaPeriod.org_id == org_id, QuotaPeriod.period_start == period.start)
+        .where(tuple_(QuotaPeriod.org_id, QuotaPeriod.period_start).in_(sorted(keys)))
+        .order_by(QuotaPeriod.org_id, QuotaPeriod.period_start)
         .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
-    return session.scalars(stmt).one()
+    return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
 
 
 def allocate(
     session: Session, org: Org, drafts: list[UsageDraft], *, catalog: Catalog, now: datetime
 ) -> list[dict[str, Any]]:
-    """Write usage records for `drafts` (in order), consuming the allowance in that order and
-    updating the period, tier and daily rollups. Returns the record rows written."""
-    if not drafts:
+    """Write usage records for one org's drafts; see `allocate_many`."""
+    return allocate_many(session, {org.id: org}, {org.id: drafts}, catalog=catalog, now=now)
+
+
+def allocate_many(
+    session: Session,
+    orgs: dict[uuid.UUID, Org],
+    drafts_by_org: dict[uuid.UUID, list[UsageDraft]],
+    *,
+    catalog: Catalog,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Write usage records for the drafts (each org's in order), consuming each org's
+    allowance in that order and updating the period, tier and daily rollups, all in the
+    caller's transaction. Returns the record rows written."""
+    placed: list[tuple[UsageDraft, Period, datetime]] = []
+    for org_id in sorted(drafts_by_org):
+        for draft in drafts_by_org[org_id]:
+            instant = _owning_instant(draft)
+            placed.append((draft, org_period(orgs[org_id], instant), instant))
+    if not placed:
         return []
-    plan = catalog.plan(org.plan_id)
-    periods: dict[datetime, QuotaPeriod] = {}
-    tier_sums: dict[tuple[datetime, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-    day_sums: dict[date, int] = defaultdict(int)
+    periods = lock_periods(session, {(d.org_id, p) for d, p, _ in placed})
+    tier_sums: dict[tuple[uuid.UUID, datetime, str], list[int]] = defaultdict(
+        lambda: [0, 0, 0, 0, 0]
+    )
+    day_sums: dict[tuple[uuid.UUID, date], int] = defaultdict(int)
     rows: list[dict[str, Any]] = []
-    for draft in drafts:
-        instant = _owning_instant(draft)
-        period = org_period(org, instant)
-        qp = periods.get(period.start)
-        if qp is None:
-            qp = periods[period.start] = lock_period(session, org.id, period)
+    for draft, period, instant in placed:
+        org = orgs[draft.org_id]
+        plan = catalog.plan(org.plan_id)
+        qp = periods[(org.id, period.start)]
         weight = catalog.tier(draft.tier).small_hour_weight
         remaining = max(0, plan.included_small_minutes - qp.used_small_minutes)
         # Whole minutes only: a minute that does not fit the allowance entirely is overage.
@@ -102,17 +127,22 @@ def allocate(
         small = included * weight
         billable = overage if plan.bills_overage else 0
         qp.used_small_minutes += small
+        qp.plan_id = plan.id
         if (
             qp.exhausted_at is None
             and plan.included_small_minutes > 0
             and (overage > 0 or qp.used_small_minutes >= plan.included_small_minutes)
         ):
-            qp.exhausted_at = draft.interval_end
+            # The moment the last included minute was used, not the end of the record that
+            # crossed (records run up to a day long, split only at midnights).
+            qp.exhausted_at = min(
+                draft.interval_end, draft.interval_start + timedelta(minutes=included)
+            )
             metrics.quota_exceeded_total.labels(plan=plan.id).inc()
-        sums = tier_sums[(period.start, draft.tier)]
+        sums = tier_sums[(org.id, period.start, draft.tier)]
         for i, v in enumerate((draft.minutes, included, overage, billable, small)):
             sums[i] += v
-        day_sums[instant.date()] += draft.minutes
+        day_sums[(org.id, instant.date())] += draft.minutes
         rows.append(
             {
                 "id": new_id(),
@@ -130,6 +160,8 @@ def allocate(
                 "billable_minutes": billable,
                 "small_minutes": small,
                 "state": RecordState.PENDING.value,
+                "claimed_by": None,
+                "claim_expires_at": None,
                 "attempts": 0,
                 "last_error": None,
                 "created_at": now,
@@ -138,62 +170,29 @@ def allocate(
         )
         metrics.usage_records_total.labels(tier=draft.tier).inc()
     session.execute(insert(UsageRecord), rows)
-    _bump_tiers(session, org.id, tier_sums)
-    _bump_days(session, org.id, day_sums)
-    session.flush()
-    return rows
-
-
-def _bump_tiers(
-    session: Session, org_id: uuid.UUID, sums: dict[tuple[datetime, str], list[int]]
-) -> None:
-    t = QuotaTierRollup.__table__
-    insert_ignore(
+    upsert_add(
         session,
-        t,  # type: ignore[arg-type]
+        QuotaTierRollup.__table__,  # type: ignore[arg-type]
+        ("org_id", "period_start", "tier"),
         [
             {
                 "org_id": org_id,
                 "period_start": ps,
                 "tier": tier,
-                "minutes": 0,
-                "included_minutes": 0,
-                "overage_minutes": 0,
-                "billable_minutes": 0,
-                "small_minutes": 0,
+                "minutes": m,
+                "included_minutes": inc,
+                "overage_minutes": ovg,
+                "billable_minutes": bill,
+                "small_minutes": small,
             }
-            for ps, tier in sums
+            for (org_id, ps, tier), (m, inc, ovg, bill, small) in sorted(tier_sums.items())
         ],
     )
-    for (ps, tier), (m, inc, ovg, bill, small) in sums.items():
-        session.execute(
-            update(QuotaTierRollup)
-            .where(
-                QuotaTierRollup.org_id == org_id,
-                QuotaTierRollup.period_start == ps,
-                QuotaTierRollup.tier == tier,
-            )
-            .values(
-                minutes=QuotaTierRollup.minutes + m,
-                included_minutes=QuotaTierRollup.included_minutes + inc,
-                overage_minutes=QuotaTierRollup.overage_minutes + ovg,
-                billable_minutes=QuotaTierRollup.billable_minutes + bill,
-                small_minutes=QuotaTierRollup.small_minutes + small,
-            )
-            .execution_options(synchronize_session=False)
-        )
-
-
-def _bump_days(session: Session, org_id: uuid.UUID, sums: dict[date, int]) -> None:
-    insert_ignore(
+    upsert_add(
         session,
         DailyUsage.__table__,  # type: ignore[arg-type]
-        [{"org_id": org_id, "day": d, "minutes": 0} for d in sums],
+        ("org_id", "day"),
+        [{"org_id": org_id, "day": d, "minutes": m} for (org_id, d), m in sorted(day_sums.items())],
     )
-    for d, minutes in sums.items():
-        session.execute(
-            update(DailyUsage)
-            .where(DailyUsage.org_id == org_id, DailyUsage.day == d)
-            .values(minutes=DailyUsage.minutes + minutes)
-            .execution_options(synchronize_session=False)
-        )
+    session.flush()
+    return rows

@@ -21,6 +21,9 @@ class QuotaPeriod(Base):
     used_small_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
     # When the allowance ran out in this period (first overage or exact exhaustion).
     exhausted_at: Mapped[datetime | None]
+    # The plan of the latest usage allocated here: the base a closed period is charged when
+    # credits carried across periods are settled (the org's plan may have changed since).
+    plan_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class QuotaTierRollup(Base):

@@ -1,0 +1,81 @@
+"""Shared benchmark plumbing: scratch databases and a migrated runtime."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from orzbob.config import Settings
+from orzbob.kit.clock import ManualClock
+from orzbob.kit.db import make_engine
+from orzbob.kit.migrate import upgrade
+from orzbob.runtime import Runtime
+
+PG_ADMIN = os.environ.get("PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@contextmanager
+def scratch_database(kind: str) -> Iterator[str]:
+    """A fresh, migrated database URL of `kind` ("sqlite" or "postgresql"), removed after."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/bench.db"
+            engine = make_engine(url)
+            upgrade(engine)
+            engine.dispose()
+            yield url
+        return
+    import psycopg
+
+    name = f"orzbob_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+    try:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def make_runtime(url: str) -> Runtime:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        env="test",
+        test_clock=True,
+        run_jobs=False,
+    )
+    return Runtime.create(settings, clock=ManualClock(T0))
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def row(label: str, value: str) -> None:
+    print(f"  {label:<58} {value}")

@@ -1,0 +1,258 @@
+"""`orz cloud billing`, `orz cloud spend-limit …` and `orz support …`, over the HTTP API."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Annotated, Any
+
+import typer
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from orzbob.cli.client import ApiClient
+from orzbob.cli.common import console, fail, print_json
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]
+OrgOpt = Annotated[str, typer.Option("--org", help="Organization id.")]
+
+spend_limit_app = typer.Typer(help="Your spend limit (org admins).", no_args_is_help=True)
+support_app = typer.Typer(
+    help="Support tooling with a staff token: org billing, credits, audit log.",
+    no_args_is_help=True,
+)
+credit_app = typer.Typer(help="Credits given back to an organization.", no_args_is_help=True)
+support_app.add_typer(credit_app, name="credit")
+
+
+def _client(ctx: typer.Context) -> ApiClient:
+    client = ctx.find_object(ApiClient)
+    if client is None:  # pragma: no cover - the group callbacks always set one
+        fail("internal error: no API client")
+    return client
+
+
+def _org(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        fail(f"{value!r} is not a valid organization id")
+
+
+# -- the billing view ------------------------------------------------------------------------
+def render_billing(b: dict[str, Any]) -> None:
+    """The human view of a billing object: usage bar, tier lines, estimate, reset, throttle."""
+    console.print(
+        f"[bold]{b['organization']}[/] — {b['plan']} ({b['plan_id']})   "
+        f"period {b['period_start'][:10]} → {b['period_end'][:10]}",
+        highlight=False,
+    )
+    included, used, pct = b["hours_included"], b["hours_used"], b["percent_used"]
+    bar = Table.grid(padding=(0, 1))
+    if included:
+        style = "red" if b["in_overage"] else "yellow" if pct >= 90 else "green"
+        state = "  [bold red]IN OVERAGE[/]" if b["in_overage"] else ""
+        bar.add_row(
+            "Usage",
+            ProgressBar(total=100, completed=min(pct, 100), width=40, complete_style=style),
+            f"{used:,.2f} / {included:,.0f} small-hours ({pct:.2f} %){state}",
+        )
+    else:
+        bar.add_row("Usage", f"{used:,.2f} small-hours (no allowance: every minute is billed)")
+    console.print(bar)
+    table = Table("tier", "rate/h", "hours", "included min", "overage min", "billable min", "cost")
+    for t in b["tiers"]:
+        table.add_row(
+            t["name"],
+            f"${t['hourly_rate']}",
+            f"{t['hours']:,.2f}",
+            str(t["included_minutes"]),
+            str(t["overage_minutes"]),
+            str(t["billable_minutes"]),
+            f"${t['cost']}",
+        )
+    console.print(table)
+    est, cr, fc = b["estimate"], b["credits"], b["forecast"]
+    credit = f" − credits ${est['credits_applied']}" if est["credits_applied"] != "0.00" else ""
+    console.print(
+        f"Estimated bill: [bold]${est['total']}[/] (base ${est['base']} + usage "
+        f"${est['usage']}{credit})   resets {b['reset_date'][:10]}",
+        highlight=False,
+    )
+    if cr["balance"] != "0.00":
+        console.print(f"Credit balance carried forward: ${cr['balance']}", highlight=False)
+    runs_out = fc["allowance_runs_out_at"]
+    console.print(
+        f"Forecast at period end: {fc['projected_hours_used']:,.2f} small-hours, "
+        f"${fc['projected_bill']}"
+        + (f"; allowance runs out {runs_out[:16].replace('T', ' ')} UTC" if runs_out else ""),
+        highlight=False,
+    )
+    limit = f"${b['spend_limit']}" if b["spend_limit"] is not None else "none"
+    console.print(f"Today (UTC): {b['daily_usage']}   Spend limit: {limit}", highlight=False)
+    if b["throttles"]:
+        for t in b["throttles"]:
+            console.print(f"[bold red]Throttled ({t['cap']}):[/] {t['detail']}", highlight=False)
+    else:
+        console.print("Throttle: none")
+
+
+def billing(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """This period's usage, estimated bill, reset date and throttle status."""
+    body = _client(ctx).json("GET", "/v1/billing")
+    if json_out:
+        print_json(body)
+    else:
+        render_billing(body)
+
+
+# -- spend limit -----------------------------------------------------------------------------
+def _limit(ctx: typer.Context, amount: str | None, json_out: bool) -> None:
+    body = _client(ctx).json("PUT", "/v1/billing/spend-limit", json={"amount": amount})
+    if json_out:
+        print_json(body)
+    elif body["spend_limit"] is None:
+        console.print("Spend limit removed.")
+    else:
+        console.print(
+            f"Spend limit set to ${body['spend_limit']} (estimated bill "
+            f"${body['estimate']['total']}, throttle: {body['throttle_status']}).",
+            highlight=False,
+        )
+
+
+@spend_limit_app.command("set")
+def spend_limit_set(
+    ctx: typer.Context,
+    amount: Annotated[str, typer.Argument(help='Dollars, e.g. "50.00".')],
+    json_out: JsonOpt = False,
+) -> None:
+    """Pause instances when the estimated bill reaches AMOUNT dollars."""
+    _limit(ctx, amount, json_out)
+
+
+@spend_limit_app.command("clear")
+def spend_limit_clear(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Remove the spend limit."""
+    _limit(ctx, None, json_out)
+
+
+@spend_limit_app.command("show")
+def spend_limit_show(ctx: typer.Context) -> None:
+    """Show the spend limit and the estimated bill."""
+    body = _client(ctx).json("GET", "/v1/billing")
+    limit = "none" if body["spend_limit"] is None else f"${body['spend_limit']}"
+    console.print(
+        f"Spend limit: {limit}; estimated bill ${body['estimate']['total']}", highlight=False
+    )
+
+
+def register_cloud_commands(cloud: typer.Typer) -> None:
+    cloud.command("billing")(billing)
+    cloud.add_typer(spend_limit_app, name="spend-limit")
+
+
+# -- support ---------------------------------------------------------------------------------
+@support_app.callback()
+def _support_options(
+    ctx: typer.Context,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Orzbob API URL (env ORZ_API_URL).")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Staff API token (env ORZ_STAFF_TOKEN).")
+    ] = None,
+) -> None:
+    ctx.obj = ApiClient.resolve(api_url, token or os.environ.get("ORZ_STAFF_TOKEN"))
+
+
+@support_app.command("billing")
+def support_billing(ctx: typer.Context, org: OrgOpt, json_out: JsonOpt = False) -> None:
+    """An organization's billing object, as the customer sees it."""
+    body = _client(ctx).json("GET", f"/v1/admin/orgs/{_org(org)}/billing")
+    if json_out:
+        print_json(body)
+    else:
+        render_billing(body)
+
+
+@credit_app.command("grant")
+def credit_grant(
+    ctx: typer.Context,
+    org: OrgOpt,
+    amount: Annotated[str, typer.Option("--amount", help='Dollars, e.g. "25.00".')],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")],
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option("--idempotency-key", help="Reuse to retry safely (default: a new one)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Grant a credit (support_l1 ≤ $50, support_l2 ≤ $500, engineering any amount)."""
+    body = _client(ctx).json(
+        "POST",
+        f"/v1/admin/orgs/{_org(org)}/credits",
+        json={"amount": amount, "reason": reason},
+        headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+    )
+    if json_out:
+        print_json(body)
+        return
+    console.print(
+        f"Granted ${body['amount']} to {body['org_id']} (credit {body['id']}); it reduces the "
+        f"period starting {body['period_start'][:10]}. Polar: {body['polar_state']}.",
+        highlight=False,
+    )
+
+
+@credit_app.command("list")
+def credit_list(ctx: typer.Context, org: OrgOpt, json_out: JsonOpt = False) -> None:
+    """Credits granted to an organization, newest first, with their Polar state."""
+    rows = _client(ctx).json("GET", f"/v1/admin/orgs/{_org(org)}/credits")
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("granted", "amount", "by", "period", "polar", "reason")
+    for r in rows:
+        polar = r["polar_state"] + (f" ({r['polar_error']})" if r["polar_error"] else "")
+        table.add_row(
+            r["created_at"][:16],
+            f"${r['amount']}",
+            r["granted_by_role"],
+            r["period_start"][:10],
+            polar,
+            r["reason"],
+        )
+    console.print(table)
+
+
+@support_app.command("audit")
+def audit(
+    ctx: typer.Context,
+    org: Annotated[str | None, typer.Option("--org", help="Only this organization.")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="e.g. credit.grant")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """The append-only audit log, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if org:
+        params["org"] = _org(org)
+    if action:
+        params["action"] = action
+    page = _client(ctx).json("GET", "/v1/admin/audit", params=params)
+    if json_out:
+        print_json(page)
+        return
+    table = Table("at", "action", "org", "by", "details", "reason")
+    for e in page["entries"]:
+        details = ", ".join(f"{k}={v}" for k, v in e["details"].items())
+        table.add_row(
+            e["at"][:19],
+            e["action"],
+            (e["org_id"] or "")[:8],
+            e["actor_role"],
+            details,
+            e["reason"] or "",
+        )
+    console.print(table)

@@ -1,0 +1,217 @@
+"""Ships unsent usage records to Polar (SPEC §3): batches, retries, dead letters.
+
+Records are claimed with a lease in a short transaction (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL, so several flushers never claim the same record), then sent with no lock held,
+then marked. A flusher that dies mid-send leaves its lease to expire; the next one resends
+and Polar drops the duplicate by `external_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orzbob.kit import metrics
+from orzbob.kit.db import session_scope
+from orzbob.metering.models import RecordState, UsageRecord
+from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
+
+log = logging.getLogger(__name__)
+
+EVENT_NAME = "orzbob.compute"
+
+
+def polar_event(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "name": EVENT_NAME,
+        "external_customer_id": str(record.org_id),
+        "external_id": str(record.id),
+        "timestamp": record.interval_end.isoformat(),
+        "metadata": {
+            "instance_id": str(record.instance_id),
+            "tier": record.tier,
+            "minutes": record.minutes,
+            "billable_minutes": record.billable_minutes,
+            "small_minutes": record.small_minutes,
+            "period_start": record.period_start.isoformat(),
+        },
+    }
+
+
+@dataclass
+class FlushReport:
+    sent: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    batches: int = 0
+    retries: int = 0
+    stopped: str | None = None
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class Flusher:
+    sessions: sessionmaker[Session]
+    gateway: PolarGateway
+    batch_size: int = 1000
+    max_attempts: int = 8
+    base_delay: float = 0.5
+    max_delay: float = 60.0
+    lease: timedelta = timedelta(minutes=5)
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def flush(self, *, max_batches: int | None = None) -> FlushReport:
+        """Send pending records until none are left (or `max_batches`); a failure that
+        outlasts the retries stops this run and leaves the records pending."""
+        report = FlushReport()
+        try:
+            while max_batches is None or report.batches < max_batches:
+                batch = self._claim()
+                if not batch:
+                    break
+                report.batches += 1
+                with metrics.flush_duration_seconds.time():
+                    self._ship(batch, report)
+        except _Stop as stop:
+            report.stopped = str(stop)
+        finally:
+            self.update_gauges()
+        return report
+
+    # -- claiming and marking ----------------------------------------------------------
+    def _claim(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+        now = datetime.now(UTC)
+        with session_scope(self.sessions) as s:
+            records = s.scalars(
+                select(UsageRecord)
+                .where(
+                    UsageRecord.state == RecordState.PENDING.value,
+                    or_(UsageRecord.claim_expires_at.is_(None), UsageRecord.claim_expires_at < now),
+                )
+                .order_by(UsageRecord.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True, key_share=True)
+            ).all()
+            if not records:
+                return []
+            s.execute(
+                update(UsageRecord)
+                .where(UsageRecord.id.in_([r.id for r in records]))
+                .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+            return [(r.id, polar_event(r)) for r in records]
+
+    def _mark(self, ids: list[uuid.UUID], **values: Any) -> int:
+        if not ids:
+            return 0
+        with session_scope(self.sessions) as s:
+            result = s.execute(
+                update(UsageRecord)
+                .where(
+                    UsageRecord.id.in_(ids),
+                    UsageRecord.claimed_by == self.worker_id,
+                    UsageRecord.state == RecordState.PENDING.value,
+                )
+                .values(
+                    claimed_by=None,
+                    claim_expires_at=None,
+                    attempts=UsageRecord.attempts + 1,
+                    **values,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def _release(self, ids: list[uuid.UUID], error: str) -> None:
+        self._mark(ids, last_error=error[:2000])
+
+    def _dead(self, ids: list[uuid.UUID], error: str, report: FlushReport) -> None:
+        n = self._mark(ids, state=RecordState.DEAD.value, last_error=error[:2000])
+        report.dead += n
+        metrics.usage_meter_dead_total.inc(n)
+        log.error("usage records moved to dead-letter: %d (%s)", n, error)
+
+    # -- sending -----------------------------------------------------------------------
+    def _ship(self, batch: list[tuple[uuid.UUID, dict[str, Any]]], report: FlushReport) -> None:
+        attempt = 0
+        while batch:
+            try:
+                result = self.gateway.ingest([event for _, event in batch])
+            except PolarUnavailable as exc:
+                attempt += 1
+                report.retries += 1
+                metrics.usage_meter_failures_total.labels(reason=exc.reason).inc()
+                if attempt >= self.max_attempts:
+                    self._release([i for i, _ in batch], str(exc))
+                    raise _Stop(f"giving up for now after {attempt} attempts: {exc}") from exc
+                self.sleep(self._delay(attempt, exc.retry_after))
+                continue
+            except PolarRejected as exc:
+                metrics.usage_meter_failures_total.labels(reason=f"http_{exc.status}").inc()
+                if exc.blocking:
+                    self._release([i for i, _ in batch], str(exc))
+                    log.error("Polar refuses the flusher's credentials: %s", exc)
+                    raise _Stop(str(exc)) from exc
+                if exc.by_index:
+                    # Polar validates all-or-nothing: drop the named bad events, resend the rest.
+                    bad = {i: m for i, m in exc.by_index.items() if 0 <= i < len(batch)}
+                    for i, message in bad.items():
+                        self._dead([batch[i][0]], message, report)
+                    batch = [item for i, item in enumerate(batch) if i not in bad]
+                    continue
+                if len(batch) == 1:
+                    self._dead([batch[0][0]], str(exc), report)
+                    return
+                half = len(batch) // 2
+                self._ship(batch[:half], report)
+                self._ship(batch[half:], report)
+                return
+            sent = self._mark(
+                [i for i, _ in batch],
+                state=RecordState.SENT.value,
+                sent_at=datetime.now(UTC),
+                last_error=None,
+            )
+            report.sent += sent
+            report.duplicates += result.duplicates
+            metrics.usage_meter_sent_total.inc(sent)
+            metrics.usage_meter_duplicates_total.inc(result.duplicates)
+            return
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        jittered = backoff * self.rng.uniform(0.5, 1.5)
+        if retry_after is not None:
+            # Polar said when; never earlier, and a little jitter so flushers do not stampede.
+            return float(retry_after) + self.rng.uniform(0, self.base_delay)
+        return jittered
+
+    def update_gauges(self) -> None:
+        with session_scope(self.sessions) as s:
+            count, oldest = s.execute(
+                select(func.count(), func.min(UsageRecord.created_at)).where(
+                    UsageRecord.state == RecordState.PENDING.value
+                )
+            ).one()
+        metrics.usage_meter_queue.set(count or 0)
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        metrics.usage_meter_oldest_unsent_seconds.set(max(0.0, age))

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from orzbob.api.deps import NowDep, OrgAdminDep, OrgPrincipalDep, RuntimeDep, SessionDep, StaffDep
+from orzbob.quota.schemas import BillingOut, SpendLimitIn
+from orzbob.quota.service import quota_service
+
+router = APIRouter(tags=["billing"])
+
+
+@router.get("/v1/billing", response_model=BillingOut)
+def get_billing(
+    principal: OrgPrincipalDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
+) -> BillingOut:
+    """This period's usage, allowance, estimated bill, credits, forecast and throttles."""
+    assert principal.org_id is not None
+    status = quota_service.status_of(session, principal.org_id, catalog=runtime.catalog, now=now)
+    return BillingOut.from_status(status)
+
+
+@router.put("/v1/billing/spend-limit", response_model=BillingOut)
+def set_spend_limit(
+    body: SpendLimitIn,
+    principal: OrgAdminDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    now: NowDep,
+) -> BillingOut:
+    """Set the org's spend limit (`{"amount": "50.00"}`) or remove it (`{"amount": null}`).
+    Org admins only; when the estimated bill reaches it, instances pause (`spend_limit`)."""
+    assert principal.org_id is not None
+    org = quota_service.set_spend_limit(
+        session, principal.org_id, body.amount, actor=principal, now=now
+    )
+    return BillingOut.from_status(
+        quota_service.status(session, org, catalog=runtime.catalog, now=now)
+    )
+
+
+@router.get("/v1/admin/orgs/{org_id}/billing", response_model=BillingOut, tags=["admin"])
+def get_org_billing(
+    org_id: uuid.UUID, _: StaffDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
+) -> BillingOut:
+    """The staff view of an org's billing object (the same fields the customer sees)."""
+    return BillingOut.from_status(
+        quota_service.status_of(session, org_id, catalog=runtime.catalog, now=now)
+    )

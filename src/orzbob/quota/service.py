@@ -1,0 +1,370 @@
+"""An org's quota and bill for the current period, read from rollups only (SPEC §1, §4).
+
+Nothing here scans usage records: the period row, the tier rollups and today's daily row are
+maintained in the transaction that writes each record, so a status read is a handful of
+primary-key lookups however much the org has run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import ROUND_DOWN, Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import Org
+from orzbob.accounts.service import Principal, account_service
+from orzbob.catalog.models import Catalog, Plan
+from orzbob.credits.audit import audit_service
+from orzbob.credits.service import credit_service
+from orzbob.kit.errors import Unprocessable
+from orzbob.kit.money import ZERO, format_usd, from_cents, minutes_cost, to_cents
+from orzbob.quota.allocation import org_period
+from orzbob.quota.forecast import Forecast, TierUsage, forecast
+from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
+from orzbob.quota.periods import Period
+
+HUNDREDTH = Decimal("0.01")
+# Walking credit balances forward never needs more than a few years of monthly periods; the
+# bound only stops a corrupt period definition from looping.
+MAX_CARRY_PERIODS = 600
+MAX_SPEND_LIMIT = Decimal("10000000.00")
+
+
+@dataclass(frozen=True)
+class TierLine:
+    tier: str
+    name: str
+    hourly_rate: Decimal
+    small_hour_weight: int
+    minutes: int
+    included_minutes: int
+    overage_minutes: int
+    billable_minutes: int
+    small_minutes: int
+    # billable minutes × hourly rate / 60, rounded half-up to the cent once, on this line.
+    cost: Decimal
+
+
+@dataclass(frozen=True)
+class Credits:
+    granted_this_period: Decimal
+    carried_in: Decimal
+    applied: Decimal
+    balance: Decimal
+
+
+@dataclass(frozen=True)
+class Throttle:
+    cap: str
+    detail: str
+    lifts_at: datetime | None
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    org_id: uuid.UUID
+    org_name: str
+    plan: Plan
+    period: Period
+    now: datetime
+    used_small_minutes: int  # allowance consumed
+    weighted_minutes: int  # all usage in small-minute equivalents, overage included
+    overage_minutes: int
+    exhausted_at: datetime | None
+    hours_used: Decimal
+    hours_included: Decimal
+    percent_used: Decimal
+    in_overage: bool
+    tiers: list[TierLine]
+    base: Decimal
+    usage_cost: Decimal
+    credits: Credits
+    estimate: Decimal
+    spend_limit: Decimal | None
+    today_minutes: int
+    forecast: Forecast
+    throttles: list[Throttle]
+
+    @property
+    def remaining_small_minutes(self) -> int:
+        return max(0, self.plan.included_small_minutes - self.used_small_minutes)
+
+    @property
+    def throttle_status(self) -> str:
+        return self.throttles[0].cap if self.throttles else "none"
+
+
+def floor_hundredths(value: Decimal) -> Decimal:
+    # Usage and percentages round down: 100 % is shown only once it is really reached.
+    return value.quantize(HUNDREDTH, rounding=ROUND_DOWN)
+
+
+def _next_midnight(now: datetime) -> datetime:
+    return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+class QuotaService:
+    def status(self, session: Session, org: Org, *, catalog: Catalog, now: datetime) -> QuotaStatus:
+        """The org's status for the period containing `now`, under its current plan."""
+        plan = catalog.plan(org.plan_id)
+        period = org_period(org, now)
+        qp = session.scalars(
+            select(QuotaPeriod).where(
+                QuotaPeriod.org_id == org.id, QuotaPeriod.period_start == period.start
+            )
+        ).one_or_none()
+        rollups = {
+            r.tier: r
+            for r in session.scalars(
+                select(QuotaTierRollup).where(
+                    QuotaTierRollup.org_id == org.id, QuotaTierRollup.period_start == period.start
+                )
+            )
+        }
+        today = session.scalar(
+            select(DailyUsage.minutes).where(
+                DailyUsage.org_id == org.id, DailyUsage.day == now.astimezone(UTC).date()
+            )
+        )
+        tiers: list[TierLine] = []
+        for tier in catalog.tiers:
+            r = rollups.get(tier.id)
+            if r is None and not plan.allows_tier(tier.id):
+                continue
+            billable = r.billable_minutes if r else 0
+            tiers.append(
+                TierLine(
+                    tier=tier.id,
+                    name=tier.name,
+                    hourly_rate=tier.hourly_rate,
+                    small_hour_weight=tier.small_hour_weight,
+                    minutes=r.minutes if r else 0,
+                    included_minutes=r.included_minutes if r else 0,
+                    overage_minutes=r.overage_minutes if r else 0,
+                    billable_minutes=billable,
+                    small_minutes=r.small_minutes if r else 0,
+                    cost=minutes_cost(billable, tier.hourly_rate),
+                )
+            )
+        used = qp.used_small_minutes if qp else 0
+        exhausted_at = qp.exhausted_at if qp else None
+        weighted = sum(t.minutes * t.small_hour_weight for t in tiers)
+        overage = sum(t.overage_minutes for t in tiers)
+        included = plan.included_small_minutes
+        usage_cost = sum((t.cost for t in tiers), ZERO)
+        gross = plan.monthly_base + usage_cost
+        credits = self._credits(session, org, catalog, period, now=now, gross=gross)
+        estimate = gross - credits.applied
+        spend_limit = None if org.spend_limit_cents is None else from_cents(org.spend_limit_cents)
+        fc = forecast(
+            plan=plan,
+            tiers=[
+                TierUsage(t.tier, t.hourly_rate, t.small_hour_weight, t.minutes, t.billable_minutes)
+                for t in tiers
+            ],
+            period=period,
+            now=now,
+            used_small_minutes=used,
+            exhausted_at=exhausted_at,
+            credits_available=credits.carried_in + credits.granted_this_period,
+        )
+        status = QuotaStatus(
+            org_id=org.id,
+            org_name=org.name,
+            plan=plan,
+            period=period,
+            now=now,
+            used_small_minutes=used,
+            weighted_minutes=weighted,
+            overage_minutes=overage,
+            exhausted_at=exhausted_at,
+            hours_used=floor_hundredths(Decimal(weighted) / 60),
+            hours_included=Decimal(plan.included_small_hours),
+            percent_used=floor_hundredths(Decimal(weighted) * 100 / included) if included else ZERO,
+            # Overage only exists against an allowance: a usage-only plan is never "in overage".
+            # `exhausted_at` is only set on an allowance plan, so minutes billed earlier this
+            # period on usage-only do not count after an upgrade.
+            in_overage=included > 0 and exhausted_at is not None and overage > 0,
+            tiers=tiers,
+            base=plan.monthly_base,
+            usage_cost=usage_cost,
+            credits=credits,
+            estimate=estimate,
+            spend_limit=spend_limit,
+            today_minutes=int(today or 0),
+            forecast=fc,
+            throttles=[],
+        )
+        status.throttles.extend(self._throttles(status, catalog))
+        return status
+
+    def status_of(
+        self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
+    ) -> QuotaStatus:
+        return self.status(
+            session, account_service.get_org(session, org_id), catalog=catalog, now=now
+        )
+
+    def _throttles(self, s: QuotaStatus, catalog: Catalog) -> list[Throttle]:
+        """Caps in force now, most binding first (the first is `throttle_status`)."""
+        plan, out = s.plan, []
+        reset = f"{s.period.end:%Y-%m-%d}"
+        smallest = min(catalog.tier(t).small_hour_weight for t in plan.tiers)
+        if (
+            plan.after_allowance == "hard_stop"
+            and plan.included_small_minutes > 0
+            and s.remaining_small_minutes < smallest
+        ):
+            out.append(
+                Throttle(
+                    "quota_exhausted",
+                    f"The {plan.name} allowance of {plan.included_small_hours} small-hours is "
+                    f"used up; instances stay paused until the period resets on {reset} "
+                    "or you upgrade.",
+                    s.period.end,
+                )
+            )
+        if s.spend_limit is not None and s.estimate >= s.spend_limit:
+            out.append(
+                Throttle(
+                    "spend_limit",
+                    f"The estimated bill {format_usd(s.estimate)} has reached the spend limit "
+                    f"of {format_usd(s.spend_limit)}; raise or remove the limit, or wait for "
+                    f"the period to reset on {reset}.",
+                    s.period.end,
+                )
+            )
+        if s.today_minutes >= plan.daily_cap_instance_hours * 60:
+            out.append(
+                Throttle(
+                    "daily_cap",
+                    f"Your instances ran {plan.daily_cap_instance_hours} instance-hours today "
+                    "(UTC); running again is allowed from 00:00 UTC.",
+                    _next_midnight(s.now),
+                )
+            )
+        return out
+
+    # -- credits -------------------------------------------------------------------------
+    def _credits(
+        self,
+        session: Session,
+        org: Org,
+        catalog: Catalog,
+        current: Period,
+        *,
+        now: datetime,
+        gross: Decimal,
+    ) -> Credits:
+        """Credits granted this period plus the balance carried in from earlier ones, applied
+        up to this period's gross bill (so the estimate never goes below $0.00)."""
+        grants = credit_service.grants_until(session, org.id, now)
+        if not grants:
+            return Credits(ZERO, ZERO, ZERO, ZERO)
+        balance = 0
+        if grants[0][0] < current.start:
+            balance = self._carried_in(session, org, catalog, grants, current)
+        granted = sum(c for at, c in grants if at >= current.start)
+        available = balance + granted
+        applied = min(available, to_cents(gross))
+        return Credits(
+            granted_this_period=from_cents(granted),
+            carried_in=from_cents(balance),
+            applied=from_cents(applied),
+            balance=from_cents(available - applied),
+        )
+
+    def _carried_in(
+        self,
+        session: Session,
+        org: Org,
+        catalog: Catalog,
+        grants: list[tuple[datetime, int]],
+        current: Period,
+    ) -> int:
+        """Walk the closed periods since the first grant: each absorbs what it can of the
+        credit available to it, the rest moves on. Reads each period's rollups, never the
+        records; a closed period is charged the base of the plan its usage last ran on."""
+        first = grants[0][0]
+        bases: dict[datetime, str | None] = dict(
+            session.execute(
+                select(QuotaPeriod.period_start, QuotaPeriod.plan_id).where(
+                    QuotaPeriod.org_id == org.id,
+                    QuotaPeriod.period_end > first,
+                    QuotaPeriod.period_start < current.start,
+                )
+            ).all()
+        )
+        lines: dict[datetime, dict[str, int]] = defaultdict(dict)
+        for start, tier, billable in session.execute(
+            select(
+                QuotaTierRollup.period_start, QuotaTierRollup.tier, QuotaTierRollup.billable_minutes
+            ).where(
+                QuotaTierRollup.org_id == org.id,
+                QuotaTierRollup.period_start >= org_period(org, first).start,
+                QuotaTierRollup.period_start < current.start,
+            )
+        ):
+            lines[start][tier] = lines[start].get(tier, 0) + int(billable)
+        balance = 0
+        period = org_period(org, first)
+        for _ in range(MAX_CARRY_PERIODS):
+            if period.start >= current.start:
+                break
+            inside = [s for s in lines if period.start <= s < period.end]
+            plan_ids = [bases[s] for s in sorted(bases) if period.start <= s < period.end]
+            plan_id = next((p for p in reversed(plan_ids) if p), org.plan_id)
+            base = catalog.plan(plan_id).monthly_base if catalog.has_plan(plan_id) else ZERO
+            cost = base + sum(
+                (
+                    minutes_cost(m, catalog.tier(t).hourly_rate)
+                    for s in inside
+                    for t, m in lines[s].items()
+                    if catalog.has_tier(t)
+                ),
+                ZERO,
+            )
+            available = balance + sum(c for at, c in grants if period.start <= at < period.end)
+            balance = available - min(available, to_cents(cost))
+            period = org_period(org, period.end)
+        return balance
+
+    # -- spend limit -----------------------------------------------------------------------
+    def set_spend_limit(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        amount: Decimal | None,
+        *,
+        actor: Principal,
+        now: datetime,
+    ) -> Org:
+        """Set (or with None remove) the org's spend limit, and log the change."""
+        if amount is not None and amount <= 0:
+            raise Unprocessable("amount: must be more than 0.00; send null to remove the limit.")
+        if amount is not None and amount > MAX_SPEND_LIMIT:
+            raise Unprocessable(f"amount: cannot be more than {format_usd(MAX_SPEND_LIMIT)}.")
+        org = account_service.get_org(session, org_id, lock=True)
+        before = org.spend_limit_cents
+        org.spend_limit_cents = None if amount is None else to_cents(amount)
+        session.flush()
+        audit_service.record(
+            session,
+            action="spend_limit.set" if amount is not None else "spend_limit.clear",
+            actor=actor,
+            org_id=org.id,
+            now=now,
+            details={
+                "from": None if before is None else str(from_cents(before)),
+                "to": None if amount is None else str(amount),
+            },
+        )
+        return org
+
+
+quota_service = QuotaService()
