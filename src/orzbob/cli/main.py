@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from orzbob.cli import admin, billing, cloud
+from orzbob.cli import admin, billing, cloud, ops
 from orzbob.cli.common import cli_errors, console, run_db, settings_or_exit
 from orzbob.runtime import Runtime
 
@@ -20,6 +20,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin.app, name="admin")
 app.add_typer(cloud.app, name="cloud")
+app.add_typer(ops.metering_app, name="metering")
+app.add_typer(ops.polar_app, name="polar")
 app.add_typer(billing.support_app, name="support")
 
 

@@ -104,6 +104,19 @@ def floor_hundredths(value: Decimal) -> Decimal:
     return value.quantize(HUNDREDTH, rounding=ROUND_DOWN)
 
 
+def in_overage(plan: Plan, tiers: list[TierLine], *, remaining: int) -> bool:
+    """Whether the org is past its allowance: some tier has overage minutes that what is
+    left of the allowance could not hold any more.
+
+    A usage-only plan is never "in overage" (nothing is included, so nothing is exceeded).
+    Judged against the allowance left now, so after an upgrade mid-period the overage of
+    the old plan (usage-only minutes, or the free tier's last minutes) does not count while
+    the new allowance lasts; a gpu minute that no longer fits 10 small-minutes does."""
+    if plan.included_small_minutes == 0:
+        return False
+    return any(t.overage_minutes > 0 and t.small_hour_weight > remaining for t in tiers)
+
+
 def _next_midnight(now: datetime) -> datetime:
     return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time(0), tzinfo=UTC)
 
@@ -186,10 +199,7 @@ class QuotaService:
             hours_used=floor_hundredths(Decimal(weighted) / 60),
             hours_included=Decimal(plan.included_small_hours),
             percent_used=floor_hundredths(Decimal(weighted) * 100 / included) if included else ZERO,
-            # Overage only exists against an allowance: a usage-only plan is never "in overage".
-            # `exhausted_at` is only set on an allowance plan, so minutes billed earlier this
-            # period on usage-only do not count after an upgrade.
-            in_overage=included > 0 and exhausted_at is not None and overage > 0,
+            in_overage=in_overage(plan, tiers, remaining=max(0, included - used)),
             tiers=tiers,
             base=plan.monthly_base,
             usage_cost=usage_cost,

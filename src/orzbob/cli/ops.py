@@ -1,0 +1,115 @@
+"""`orz metering` and `orz polar`: operating the usage pipeline and the Polar connection."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import func, select
+
+from orzbob.cli.common import cli_errors, console, fail, print_json, run_db, settings_or_exit
+from orzbob.metering.models import UsageRecord
+from orzbob.runtime import Runtime
+
+metering_app = typer.Typer(
+    help="The usage pipeline: queue status and the flusher.", no_args_is_help=True
+)
+polar_app = typer.Typer(
+    help="Polar.sh: product sync and the local Polar-compatible server.", no_args_is_help=True
+)
+
+
+@metering_app.command("status")
+def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Usage records by state (pending records wait for the flusher)."""
+
+    def work(rt: Runtime) -> dict[str, int]:
+        with rt.session() as s:
+            rows = s.execute(
+                select(UsageRecord.state, func.count()).group_by(UsageRecord.state)
+            ).all()
+        return {"pending": 0, "sent": 0, "dead": 0, **{state: n for state, n in rows}}
+
+    counts = run_db(work)
+    if json_out:
+        print_json(counts)
+    else:
+        for state, n in counts.items():
+            console.print(f"{state:>8}: {n}")
+
+
+@metering_app.command("flush")
+def flush(
+    loop: Annotated[bool, typer.Option("--loop/--once", help="Keep flushing every interval.")] = (
+        False
+    ),
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=10000)] = None,
+    lease_seconds: Annotated[int, typer.Option("--lease-seconds", min=1)] = 300,
+) -> None:
+    """Ship pending usage records to Polar. Several may run against one PostgreSQL database."""
+    from orzbob.jobs import build_flusher
+
+    settings = settings_or_exit()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with cli_errors():
+        settings.check_startup()
+        if not settings.billing_enabled:
+            fail("BILLING_ENABLED is false: usage records stay local; nothing to flush to")
+        runtime = Runtime.create(settings)
+    flusher = build_flusher(runtime)
+    if batch_size:
+        flusher.batch_size = batch_size
+    flusher.lease = timedelta(seconds=lease_seconds)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    total = 0
+    while True:
+        report = flusher.flush()
+        total += report.sent
+        console.print(
+            f"flushed: {report.sent} sent, {report.duplicates} duplicates at Polar, "
+            f"{report.dead} dead-lettered"
+            + (f"; stopped: {report.stopped}" if report.stopped else ""),
+            highlight=False,
+        )
+        if not loop or stop.wait(settings.flush_interval_seconds):
+            break
+    runtime.engine.dispose()
+
+
+@polar_app.command("serve-local")
+def serve_local(
+    port: Annotated[int, typer.Option("--port")] = 8765,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    db: Annotated[Path, typer.Option("--db", help="SQLite file of the local server.")] = Path(
+        "var/polar-local.db"
+    ),
+    accept_future_timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--accept-future-timestamps",
+            help="Accept event timestamps ahead of real time (for the service's test clock).",
+        ),
+    ] = False,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url")] = None,
+    webhook_secret: Annotated[
+        str | None, typer.Option("--webhook-secret", envvar="POLAR_WEBHOOK_SECRET")
+    ] = None,
+) -> None:
+    """Run the bundled local Polar-compatible server (development, demos, tests)."""
+    from orzbob.polar.local_server import serve
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    serve(
+        host=host,
+        port=port,
+        db_path=db,
+        accept_future_timestamps=accept_future_timestamps,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+    )
