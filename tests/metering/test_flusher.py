@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+
+from orzbob.metering.models import RecordState, UsageRecord
+from orzbob.runtime import Runtime
 from tests.conftest import soak_scale
 from tests.metering.polar_support import (
     billing_settings,
@@ -21,9 +24,6 @@ from tests.metering.polar_support import (
     make_records,
     server_stats,
 )
-
-from orzbob.metering.models import RecordState, UsageRecord
-from orzbob.runtime import Runtime
 
 
 def states(runtime: Runtime) -> dict[str, int]:

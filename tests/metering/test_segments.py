@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests.conftest import T0, OrgHandle, advance
 
 from orzbob.instances.models import Reason
 from orzbob.instances.service import instance_service
@@ -18,6 +17,7 @@ from orzbob.metering.models import UsageRecord, UsageSegment
 from orzbob.metering.service import rounded_minutes
 from orzbob.metering.tasks import checkpoint_open_segments
 from orzbob.runtime import Runtime
+from tests.conftest import T0, OrgHandle, advance
 
 
 def billed_minutes(runtime: Runtime, instance_id: uuid.UUID | str) -> int:
