@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
 
+from orzbob.accounts.service import Principal
 from orzbob.api.deps import NowDep, OrgPrincipalDep, RuntimeDep, SessionDep
-from orzbob.instances.models import State
+from orzbob.instances.models import Instance, State
 from orzbob.instances.schemas import Heartbeat, InstanceCreate, InstanceOut
 from orzbob.instances.service import instance_service
+from orzbob.runtime import Runtime
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"])
 
@@ -55,6 +60,18 @@ def get_instance(
     return InstanceOut.model_validate(instance_service.get(session, _org(principal), instance_id))
 
 
+def _command(
+    action: Callable[..., Instance],
+    instance_id: uuid.UUID,
+    principal: Principal,
+    runtime: Runtime,
+    session: Session,
+    now: datetime,
+) -> InstanceOut:
+    instance = action(session, _org(principal), instance_id, catalog=runtime.catalog, now=now)
+    return InstanceOut.model_validate(instance)
+
+
 @router.post("/{instance_id}/pause", response_model=InstanceOut)
 def pause_instance(
     instance_id: uuid.UUID,
@@ -63,10 +80,7 @@ def pause_instance(
     session: SessionDep,
     now: NowDep,
 ) -> InstanceOut:
-    instance = instance_service.pause(
-        session, _org(principal), instance_id, catalog=runtime.catalog, now=now
-    )
-    return InstanceOut.model_validate(instance)
+    return _command(instance_service.pause, instance_id, principal, runtime, session, now)
 
 
 @router.post("/{instance_id}/resume", response_model=InstanceOut)
@@ -77,10 +91,7 @@ def resume_instance(
     session: SessionDep,
     now: NowDep,
 ) -> InstanceOut:
-    instance = instance_service.resume(
-        session, _org(principal), instance_id, catalog=runtime.catalog, now=now
-    )
-    return InstanceOut.model_validate(instance)
+    return _command(instance_service.resume, instance_id, principal, runtime, session, now)
 
 
 @router.delete("/{instance_id}", response_model=InstanceOut)
@@ -91,10 +102,7 @@ def stop_instance(
     session: SessionDep,
     now: NowDep,
 ) -> InstanceOut:
-    instance = instance_service.stop(
-        session, _org(principal), instance_id, catalog=runtime.catalog, now=now
-    )
-    return InstanceOut.model_validate(instance)
+    return _command(instance_service.stop, instance_id, principal, runtime, session, now)
 
 
 @router.post("/{instance_id}/heartbeat", response_model=InstanceOut)

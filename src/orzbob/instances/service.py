@@ -119,10 +119,7 @@ class InstanceService:
         now: datetime,
     ) -> Instance:
         instance = self.get(session, org_id, instance_id, lock=True)
-        org = account_service.get_org(session, org_id)
-        self._move(session, instance, org, State.PAUSED, reason, now=now, catalog=catalog)
-        self.provider.pause(instance)
-        return instance
+        return self._halt(session, instance, State.PAUSED, reason, catalog=catalog, now=now)
 
     def resume(
         self,
@@ -158,10 +155,7 @@ class InstanceService:
         now: datetime,
     ) -> Instance:
         instance = self.get(session, org_id, instance_id, lock=True)
-        org = account_service.get_org(session, org_id)
-        self._move(session, instance, org, State.STOPPED, reason, now=now, catalog=catalog)
-        self.provider.terminate(instance)
-        return instance
+        return self._halt(session, instance, State.STOPPED, reason, catalog=catalog, now=now)
 
     def heartbeat(
         self,
@@ -263,12 +257,27 @@ class InstanceService:
         close_at: datetime | None = None,
     ) -> None:
         """A pause or stop decided by the service (caps, timeouts); the instance is locked."""
+        self._halt(session, instance, to, reason, catalog=catalog, now=now, close_at=close_at)
+
+    def _halt(
+        self,
+        session: Session,
+        instance: Instance,
+        to: State,
+        reason: Reason,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        close_at: datetime | None = None,
+    ) -> Instance:
+        """Pause or stop a locked instance, closing its usage at `close_at` (default now)."""
         org = account_service.get_org(session, instance.org_id)
         self._move(session, instance, org, to, reason, now=now, catalog=catalog, close_at=close_at)
         if to == State.PAUSED:
             self.provider.pause(instance)
         else:
             self.provider.terminate(instance)
+        return instance
 
     def stop_silent(
         self,
