@@ -198,3 +198,21 @@ def test_billing_disabled_keeps_usage_local(runtime: Runtime, enabled: bool) -> 
     assert "flusher" not in runtime.extras
     assert all(j.name != "metering.flush" for j in runtime.scheduler.jobs)
     assert states(runtime) == {"pending": 5}
+
+
+def test_shutdown_flushes_what_is_pending(runtime: Runtime, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from orzbob.api.app import create_app
+    from orzbob.jobs import register_jobs
+
+    org_id, _ = make_records(runtime, 25)
+    with local_polar(tmp_path) as url:
+        runtime.settings = billing_settings(runtime.settings, url)
+        register_jobs(runtime)
+        with TestClient(create_app(runtime)) as client:
+            assert client.get("/readyz").json()["checks"]["billing"] == "enabled"
+            assert states(runtime) == {"pending": 25}
+        # Leaving the client shuts the app down, which ships the queue.
+        assert states(runtime) == {"sent": 25}
+        assert server_stats(url, org_id)["count"] == 25
