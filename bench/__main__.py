@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-SECTIONS = ["metering"]
+SECTIONS = ["metering", "billing", "polar"]
 
 
 def main() -> None:

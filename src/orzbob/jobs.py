@@ -8,6 +8,7 @@ from orzbob.instances.tasks import stop_silent_instances
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
 from orzbob.polar.client import PolarGateway
+from orzbob.polar.tasks import apply_scheduled_plan_changes, create_missing_customers
 from orzbob.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -22,12 +23,15 @@ def register_jobs(runtime: Runtime) -> None:
     s = runtime.settings
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
     runtime.every("instances.heartbeat_timeout", s.sweep_interval_seconds, stop_silent_instances)
+    # After the checkpoint: minutes up to a period end are recorded under the plan that ends.
+    runtime.every("polar.plan_changes", s.sweep_interval_seconds, apply_scheduled_plan_changes)
     if s.billing_enabled:
         flusher = build_flusher(runtime)
         runtime.extras["flusher"] = flusher
         runtime.every("metering.flush", s.flush_interval_seconds, flush_usage)
         if not s.test_clock:
             runtime.every("metering.flush_full_batches", 5, flush_full_batches)
+        runtime.every("polar.customers", s.flush_interval_seconds, create_missing_customers)
         hooks = runtime.extras.setdefault("shutdown_hooks", [])
         assert isinstance(hooks, list)
         hooks.append(lambda: final_flush(flusher))

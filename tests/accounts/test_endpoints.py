@@ -1,6 +1,7 @@
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
+
 from tests.conftest import OrgHandle
 
 

@@ -26,10 +26,14 @@ def api_url(app: FastAPI) -> Iterator[str]:
 
 
 def orz(api_url: str, token: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ORZ_API_URL": api_url, "ORZ_TOKEN": token,
-           "XDG_CONFIG_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "orzbob.cli", "cloud", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "ORZ_API_URL": api_url, "ORZ_TOKEN": token, "XDG_CONFIG_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "orzbob.cli", "cloud", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_instance_commands_agent_and_usage(
@@ -70,8 +74,9 @@ def test_cli_errors_are_one_clear_line(
     bad_tier = orz(api_url, org.token, "new", "--tier", "huge", home=tmp_path)
     assert bad_tier.returncode == 1
     assert "small, medium, large, gpu" in bad_tier.stderr and "HTTP 422" in bad_tier.stderr
-    no_such = orz(api_url, org.token, "pause", "0193a3f0-0000-7000-8000-000000000000",
-                  home=tmp_path)
+    no_such = orz(
+        api_url, org.token, "pause", "0193a3f0-0000-7000-8000-000000000000", home=tmp_path
+    )
     assert no_such.returncode == 1 and "not found" in no_such.stderr
     bad_token = orz(api_url, "orz_nope", "list", home=tmp_path)
     assert bad_token.returncode == 1 and "HTTP 401" in bad_token.stderr
@@ -88,12 +93,30 @@ def test_login_saves_credentials(
     env = {k: v for k, v in os.environ.items() if k not in ("ORZ_TOKEN", "ORZ_API_URL")}
     env["XDG_CONFIG_HOME"] = str(tmp_path)
     login = subprocess.run(
-        [sys.executable, "-m", "orzbob.cli", "cloud", "--api-url", api_url, "login",
-         "--token", org.token], env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "orzbob.cli",
+            "cloud",
+            "--api-url",
+            api_url,
+            "login",
+            "--token",
+            org.token,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert login.returncode == 0 and "Loginco" in login.stdout, login.stderr
     saved = tmp_path / "orz" / "credentials.json"
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
-    listed = subprocess.run([sys.executable, "-m", "orzbob.cli", "cloud", "list", "--json"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "orzbob.cli", "cloud", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0 and json.loads(listed.stdout) == []

@@ -7,13 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.conftest import OrgHandle, advance
 
 from orzbob.instances.models import InstanceEvent
 from orzbob.instances.service import instance_service
 from orzbob.kit.errors import OrzbobError
 from orzbob.metering.models import UsageSegment
 from orzbob.runtime import Runtime
+from tests.conftest import OrgHandle, advance
 
 
 def test_lifecycle_over_http(

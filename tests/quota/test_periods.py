@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import OrgHandle
-from tests.quota.usage import move_clock_to, records, rollups_match_records, run
 
 from orzbob.accounts.models import Org
 from orzbob.quota.periods import anchored_period, period_for
 from orzbob.runtime import Runtime
+from tests.conftest import OrgHandle
+from tests.quota.usage import move_clock_to, records, rollups_match_records, run
 
 
 def utc(*args: int) -> datetime:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
-from tests.conftest import OrgHandle, advance
-from tests.quota.usage import records, rollups_match_records, run, set_plan
 
 from orzbob.metering.tasks import checkpoint_open_segments
 from orzbob.runtime import Runtime
+from tests.conftest import OrgHandle, advance
+from tests.quota.usage import records, rollups_match_records, run, set_plan
 
 HOUR = 3600
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from tests.conftest import T0, OrgHandle
-from tests.quota.usage import Meter, records, rollups_match_records, run
 
 from orzbob.runtime import Runtime
+from tests.conftest import T0, OrgHandle
+from tests.quota.usage import Meter, records, rollups_match_records, run
 
 HOUR = 3600
 

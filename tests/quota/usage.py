@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests.conftest import OrgHandle, advance
 
 from orzbob.accounts.service import account_service
 from orzbob.instances.models import Instance
@@ -17,6 +16,7 @@ from orzbob.quota.allocation import UsageDraft, allocate
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import boundaries_between
 from orzbob.runtime import Runtime
+from tests.conftest import OrgHandle, advance
 
 
 def run(client: TestClient, runtime: Runtime, org: OrgHandle, tier: str, seconds: float) -> str:

@@ -2,9 +2,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
-from tests.conftest import T0, OrgHandle
 
 from orzbob.runtime import Runtime
+from tests.conftest import T0, OrgHandle
 
 
 def test_advance_runs_registered_jobs_in_order(

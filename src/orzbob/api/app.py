@@ -18,6 +18,7 @@ from orzbob.credits.endpoints import router as credits_router
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
+from orzbob.polar.endpoints import router as polar_router
 from orzbob.quota.endpoints import router as quota_router
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
@@ -72,6 +73,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         metering_router,
         quota_router,
         credits_router,
+        polar_router,
         testclock_router,
     ):
         app.include_router(router)

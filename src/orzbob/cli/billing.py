@@ -32,11 +32,11 @@ def _client(ctx: typer.Context) -> ApiClient:
     return client
 
 
-def _org(value: str) -> str:
+def _org(value: str, what: str = "organization id") -> str:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        fail(f"{value!r} is not a valid organization id")
+        fail(f"{value!r} is not a valid {what}")
 
 
 # -- the billing view ------------------------------------------------------------------------
@@ -224,6 +224,18 @@ def credit_list(ctx: typer.Context, org: OrgOpt, json_out: JsonOpt = False) -> N
             r["reason"],
         )
     console.print(table)
+
+
+@credit_app.command("retry")
+def credit_retry(ctx: typer.Context, credit_id: str, json_out: JsonOpt = False) -> None:
+    """Send a credit whose Polar delivery failed to Polar again (support_l2, engineering)."""
+    body = _client(ctx).json(
+        "POST", f"/v1/admin/credits/{_org(credit_id, 'credit id')}/polar-retry"
+    )
+    if json_out:
+        print_json(body)
+    else:
+        console.print(f"Credit {body['id']} is queued for Polar again.", highlight=False)
 
 
 @support_app.command("audit")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from orzbob.cli import admin, billing, cloud, ops
 from orzbob.cli.common import cli_errors, console, run_db, settings_or_exit
+from orzbob.config import Settings
 from orzbob.runtime import Runtime
 
 app = typer.Typer(
@@ -44,19 +46,31 @@ def server(
     migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
 ) -> None:
     """Run the HTTP API (and the periodic jobs)."""
+    _serve(settings_or_exit(), host=host, port=port, migrate=migrate)
+
+
+def _serve(
+    settings: Settings,
+    *,
+    host: str | None,
+    port: int | None,
+    migrate: bool,
+    before_start: Callable[[Runtime], None] | None = None,
+) -> None:
     import uvicorn
 
     from orzbob.api.app import create_app
     from orzbob.jobs import register_jobs
     from orzbob.kit.migrate import upgrade
 
-    settings = settings_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with cli_errors():
         settings.check_startup()
         runtime = Runtime.create(settings)
         if migrate:
             upgrade(runtime.engine)
+        if before_start is not None:
+            before_start(runtime)
         register_jobs(runtime)
         application = create_app(runtime)
     uvicorn.run(
@@ -69,9 +83,17 @@ def server(
 
 
 @app.command("dev")
-def dev() -> None:
-    """Run the service for local development with its embedded defaults (SQLite under ./var)."""
-    server(host=None, port=None, migrate=True)
+def dev(
+    polar_port: Annotated[
+        int, typer.Option("--polar-port", help="Port of the bundled local Polar server.")
+    ] = 8765,
+) -> None:
+    """Run the service for local development: SQLite under ./var, the bundled local Polar
+    server (synced with the catalog) and billing on, so usage flows end to end."""
+    from orzbob.cli.dev import local_polar_for_dev
+
+    with local_polar_for_dev(settings_or_exit(), polar_port=polar_port) as (settings, sync):
+        _serve(settings, host=None, port=None, migrate=True, before_start=sync)
 
 
 def main() -> None:

@@ -12,7 +12,16 @@ from typing import Annotated
 import typer
 from sqlalchemy import func, select
 
-from orzbob.cli.common import cli_errors, console, fail, print_json, run_db, settings_or_exit
+from orzbob.cli.common import (
+    cli_errors,
+    console,
+    err_console,
+    fail,
+    print_json,
+    run_db,
+    runtime_or_exit,
+    settings_or_exit,
+)
 from orzbob.metering.models import UsageRecord
 from orzbob.runtime import Runtime
 
@@ -113,3 +122,39 @@ def serve_local(
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
     )
+
+
+@polar_app.command("sync")
+def sync(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create or update Polar's meters and products to match the catalog (idempotent)."""
+    from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
+    from orzbob.polar.sync import CatalogSync
+
+    settings = settings_or_exit()
+    key = settings.polar_api_key.get_secret_value() if settings.polar_api_key else ""
+    if not key:
+        fail("POLAR_API_KEY is required for `orz polar sync` (an organization access token)")
+    runtime = runtime_or_exit()
+    runtime.engine.dispose()  # only the catalog is needed; no database work
+    gateway = PolarGateway(settings)
+    try:
+        report = CatalogSync(gateway).run(runtime.catalog, dry_run=dry_run)
+    except (PolarUnavailable, PolarRejected) as exc:
+        fail(f"Polar at {settings.polar_api_url}: {exc}")
+    finally:
+        gateway.close()
+    if json_out:
+        print_json(report.as_dict())
+        return
+    prefix = "would " if dry_run else ""
+    for change in report.changes:
+        console.print(f"{prefix}{change.line()}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if not report.changes:
+        console.print(f"no changes: Polar at {settings.polar_api_url} matches the catalog")

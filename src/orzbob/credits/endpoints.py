@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
-from orzbob.api.deps import NowDep, SessionDep, StaffDep
+from orzbob.accounts.models import Role
+from orzbob.accounts.service import Principal
+from orzbob.api.deps import NowDep, SessionDep, StaffDep, require_staff
 from orzbob.credits.audit import audit_service
 from orzbob.credits.models import CreditGrant
 from orzbob.credits.schemas import AuditEntryOut, AuditPage, CreditGrantIn, CreditOut
@@ -12,6 +15,7 @@ from orzbob.credits.service import credit_service
 from orzbob.kit.money import from_cents
 
 router = APIRouter(prefix="/v1/admin", tags=["admin", "credits"])
+SeniorStaffDep = Annotated[Principal, Depends(require_staff(Role.SUPPORT_L2, Role.ENGINEERING))]
 
 
 def credit_out(g: CreditGrant) -> CreditOut:
@@ -62,6 +66,18 @@ def grant_credit(
 def list_credits(org_id: uuid.UUID, _: StaffDep, session: SessionDep) -> list[CreditOut]:
     """Every credit granted to the org, newest first, with its Polar delivery state."""
     return [credit_out(g) for g in credit_service.list_grants(session, org_id)]
+
+
+@router.post(
+    "/credits/{credit_id}/polar-retry",
+    response_model=CreditOut,
+)
+def retry_polar(
+    credit_id: uuid.UUID, principal: SeniorStaffDep, session: SessionDep, now: NowDep
+) -> CreditOut:
+    """Queue a credit whose Polar delivery failed for another attempt (support_l2 or
+    engineering), after fixing what Polar refused."""
+    return credit_out(credit_service.requeue_polar(session, credit_id, actor=principal, now=now))
 
 
 @router.get("/audit", response_model=AuditPage)

@@ -18,6 +18,8 @@ _DOLLARS = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,2})?$")
 def parse_dollars(value: Any) -> Decimal:
     """A dollar amount sent as a decimal string such as "25.00"; JSON numbers are refused
     because a float cannot carry an exact amount of money."""
+    if value is None:
+        raise ValueError('is required: a decimal string such as "25.00"')
     if not isinstance(value, str):
         raise ValueError('must be a decimal string such as "25.00", not a JSON number')
     if not _DOLLARS.match(value):

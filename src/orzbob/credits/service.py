@@ -222,6 +222,30 @@ class CreditService:
         session.flush()
         return grant
 
+    def requeue_polar(
+        self, session: Session, grant_id: uuid.UUID, *, actor: Principal, now: datetime
+    ) -> CreditGrant:
+        """Send a `failed` credit to Polar again once support fixed the cause (e.g. the org
+        now has a subscription). Only the delivery state moves; the grant itself never does."""
+        grant = self._locked(session, grant_id)
+        if grant.polar_state != PolarState.FAILED.value:
+            raise Conflict(
+                f"Credit {grant_id} is {grant.polar_state} in Polar; only a failed one is retried."
+            )
+        error = grant.polar_error
+        grant.polar_state = PolarState.PENDING.value
+        grant.polar_attempts = 0
+        session.flush()
+        audit_service.record(
+            session,
+            action="credit.polar_retry",
+            actor=actor,
+            org_id=grant.org_id,
+            now=now,
+            details={"credit_id": str(grant.id), "last_error": error},
+        )
+        return grant
+
     def _locked(self, session: Session, grant_id: uuid.UUID) -> CreditGrant:
         grant = session.scalars(
             select(CreditGrant)

@@ -66,3 +66,9 @@ alert_failures_total = Counter(
 job_failures_total = Counter(
     "orzbob_job_failures_total", "Periodic job failures", ["job"], registry=REGISTRY
 )
+polar_webhooks_total = Counter(
+    "orzbob_polar_webhooks_total",
+    "Polar webhook deliveries by outcome (processed, ignored, failed, duplicate)",
+    ["status"],
+    registry=REGISTRY,
+)

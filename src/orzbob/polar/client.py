@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polar.base import (
     PolarClientError,
@@ -18,8 +18,12 @@ from polar.base import (
 )
 from polar.v2026_10 import Polar
 from polar.v2026_10.errors import HTTPValidationError
+from polar.v2026_10.outputs import Checkout, Customer, Meter, Product
 
 from orzbob.config import Settings
+
+if TYPE_CHECKING:
+    from orzbob.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,8 @@ class PolarUnavailable(Exception):
 
 class PolarRejected(Exception):
     """Polar refused the request itself (4xx). `by_index` maps bad batch items to Polar's
-    message when it said which ones; `blocking` means no batch can pass (auth, scope)."""
+    message when it said which ones; `blocking` means no batch can pass (auth, scope);
+    `fields` maps a 422's dotted locations (`body.email`) to Polar's messages."""
 
     def __init__(
         self,
@@ -44,11 +49,13 @@ class PolarRejected(Exception):
         *,
         by_index: dict[int, str] | None = None,
         blocking: bool = False,
+        fields: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.by_index = by_index or {}
         self.blocking = blocking
+        self.fields = fields or {}
 
 
 @dataclass
@@ -85,7 +92,10 @@ class PolarGateway:
             ) from exc
         except HTTPValidationError as exc:
             raise PolarRejected(
-                422, f"{what}: {_validation_message(exc)}", by_index=_by_index(exc)
+                422,
+                f"{what}: {_validation_message(exc)}",
+                by_index=_by_index(exc),
+                fields=_fields(exc),
             ) from exc
         except PolarClientError as exc:
             blocking = exc.status_code in (401, 403)
@@ -110,6 +120,54 @@ class PolarGateway:
             result = self.client.events.ingest(events=events)  # type: ignore[arg-type]
         return IngestResult(inserted=result.inserted, duplicates=result.duplicates or 0)
 
+    # -- catalog (`orz polar sync`); lists are read whole, 100 per page -----------------
+    def list_meters(self) -> list[Meter]:
+        with self.translate("list meters"):
+            return list(self.client.meters.iter_list(limit=100, sorting=["created_at"]))
+
+    def create_meter(self, **body: Any) -> Meter:
+        with self.translate("create meter"):
+            return self.client.meters.create(**body)
+
+    def update_meter(self, meter_id: str, **body: Any) -> Meter:
+        with self.translate(f"update meter {meter_id}"):
+            return self.client.meters.update(meter_id, **body)
+
+    def list_products(self, *, metadata: dict[str, str] | None = None) -> list[Product]:
+        with self.translate("list products"):
+            items = self.client.products.iter_list(
+                limit=100,
+                sorting=["created_at"],
+                metadata=metadata,  # type: ignore[arg-type]
+            )
+            return list(items)
+
+    def create_product(self, **body: Any) -> Product:
+        with self.translate("create product"):
+            return self.client.products.create(**body)
+
+    def update_product(self, product_id: str, **body: Any) -> Product:
+        with self.translate(f"update product {product_id}"):
+            return self.client.products.update(product_id, **body)
+
+    # -- customers and checkout --------------------------------------------------------
+    def create_customer(self, *, email: str, name: str, external_id: str) -> Customer:
+        with self.translate("create customer"):
+            return self.client.customers.create(email=email, name=name, external_id=external_id)
+
+    def get_customer_external(self, external_id: str) -> Customer | None:
+        try:
+            with self.translate("get customer by external id"):
+                return self.client.customers.get_external(external_id)
+        except PolarRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_checkout(self, **body: Any) -> Checkout:
+        with self.translate("create checkout"):
+            return self.client.checkouts.create(**body)
+
     def close(self) -> None:
         if self._client is not None:
             close = getattr(self._client, "close", None)
@@ -118,9 +176,21 @@ class PolarGateway:
             self._client = None
 
 
+def gateway_for(runtime: Runtime) -> PolarGateway:
+    """The runtime's shared gateway for request-time calls (one SDK client per process)."""
+    gateway = runtime.extras.get("polar_gateway")
+    if not isinstance(gateway, PolarGateway):
+        gateway = runtime.extras["polar_gateway"] = PolarGateway(runtime.settings)
+    return gateway
+
+
 def _validation_message(exc: HTTPValidationError) -> str:
     details = exc.error.detail or []
     return "; ".join(f"{'.'.join(str(p) for p in d.loc)}: {d.msg}" for d in details) or str(exc)
+
+
+def _fields(exc: HTTPValidationError) -> dict[str, str]:
+    return {".".join(str(p) for p in d.loc): d.msg for d in exc.error.detail or []}
 
 
 def _by_index(exc: HTTPValidationError) -> dict[int, str]:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orzbob.kit.db import Base
+from orzbob.kit.db import Base, new_id
 
 
 class WebhookDelivery(Base):
@@ -22,3 +24,43 @@ class WebhookDelivery(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]]
+
+
+class PlanChangeReason(StrEnum):
+    CANCELED = "canceled"  # cancel at period end: access continues until then
+    ENDED = "ended"  # revoked, unpaid or expired: SPEC §7 still waits for the period end
+
+
+class ScheduledPlanChange(Base):
+    """A plan change that takes effect later: a canceled or revoked subscription returns the
+    org to the default plan at the end of the period it paid for (SPEC §7).
+
+    At most one is pending per org; rows are kept once applied or canceled, as history.
+    """
+
+    __tablename__ = "polar_scheduled_plan_changes"
+    __table_args__ = (
+        Index(
+            "uq_polar_scheduled_plan_changes_pending_org",
+            "org_id",
+            unique=True,
+            postgresql_where=text("applied_at IS NULL AND canceled_at IS NULL"),
+            sqlite_where=text("applied_at IS NULL AND canceled_at IS NULL"),
+        ),
+        Index(
+            "ix_polar_scheduled_plan_changes_pending_due",
+            "effective_at",
+            postgresql_where=text("applied_at IS NULL AND canceled_at IS NULL"),
+            sqlite_where=text("applied_at IS NULL AND canceled_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"))
+    plan_id: Mapped[str] = mapped_column(String(64))
+    effective_at: Mapped[datetime]
+    subscription_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    applied_at: Mapped[datetime | None]
+    canceled_at: Mapped[datetime | None]

@@ -8,7 +8,6 @@ primary-key lookups however much the org has run.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -20,18 +19,15 @@ from orzbob.accounts.models import Org
 from orzbob.accounts.service import Principal, account_service
 from orzbob.catalog.models import Catalog, Plan
 from orzbob.credits.audit import audit_service
-from orzbob.credits.service import credit_service
 from orzbob.kit.errors import Unprocessable
 from orzbob.kit.money import ZERO, format_usd, from_cents, minutes_cost, to_cents
 from orzbob.quota.allocation import org_period
+from orzbob.quota.credit_balance import Credits, credits_for_period
 from orzbob.quota.forecast import Forecast, TierUsage, forecast
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period
 
 HUNDREDTH = Decimal("0.01")
-# Walking credit balances forward never needs more than a few years of monthly periods; the
-# bound only stops a corrupt period definition from looping.
-MAX_CARRY_PERIODS = 600
 MAX_SPEND_LIMIT = Decimal("10000000.00")
 
 
@@ -48,14 +44,6 @@ class TierLine:
     small_minutes: int
     # billable minutes × hourly rate / 60, rounded half-up to the cent once, on this line.
     cost: Decimal
-
-
-@dataclass(frozen=True)
-class Credits:
-    granted_this_period: Decimal
-    carried_in: Decimal
-    applied: Decimal
-    balance: Decimal
 
 
 @dataclass(frozen=True)
@@ -171,7 +159,7 @@ class QuotaService:
         included = plan.included_small_minutes
         usage_cost = sum((t.cost for t in tiers), ZERO)
         gross = plan.monthly_base + usage_cost
-        credits = self._credits(session, org, catalog, period, now=now, gross=gross)
+        credits = credits_for_period(session, org, catalog, period, now=now, gross=gross)
         estimate = gross - credits.applied
         spend_limit = None if org.spend_limit_cents is None else from_cents(org.spend_limit_cents)
         fc = forecast(
@@ -259,90 +247,6 @@ class QuotaService:
                 )
             )
         return out
-
-    # -- credits -------------------------------------------------------------------------
-    def _credits(
-        self,
-        session: Session,
-        org: Org,
-        catalog: Catalog,
-        current: Period,
-        *,
-        now: datetime,
-        gross: Decimal,
-    ) -> Credits:
-        """Credits granted this period plus the balance carried in from earlier ones, applied
-        up to this period's gross bill (so the estimate never goes below $0.00)."""
-        grants = credit_service.grants_until(session, org.id, now)
-        if not grants:
-            return Credits(ZERO, ZERO, ZERO, ZERO)
-        balance = 0
-        if grants[0][0] < current.start:
-            balance = self._carried_in(session, org, catalog, grants, current)
-        granted = sum(c for at, c in grants if at >= current.start)
-        available = balance + granted
-        applied = min(available, to_cents(gross))
-        return Credits(
-            granted_this_period=from_cents(granted),
-            carried_in=from_cents(balance),
-            applied=from_cents(applied),
-            balance=from_cents(available - applied),
-        )
-
-    def _carried_in(
-        self,
-        session: Session,
-        org: Org,
-        catalog: Catalog,
-        grants: list[tuple[datetime, int]],
-        current: Period,
-    ) -> int:
-        """Walk the closed periods since the first grant: each absorbs what it can of the
-        credit available to it, the rest moves on. Reads each period's rollups, never the
-        records; a closed period is charged the base of the plan its usage last ran on."""
-        first = grants[0][0]
-        bases: dict[datetime, str | None] = dict(
-            session.execute(
-                select(QuotaPeriod.period_start, QuotaPeriod.plan_id).where(
-                    QuotaPeriod.org_id == org.id,
-                    QuotaPeriod.period_end > first,
-                    QuotaPeriod.period_start < current.start,
-                )
-            ).all()
-        )
-        lines: dict[datetime, dict[str, int]] = defaultdict(dict)
-        for start, tier, billable in session.execute(
-            select(
-                QuotaTierRollup.period_start, QuotaTierRollup.tier, QuotaTierRollup.billable_minutes
-            ).where(
-                QuotaTierRollup.org_id == org.id,
-                QuotaTierRollup.period_start >= org_period(org, first).start,
-                QuotaTierRollup.period_start < current.start,
-            )
-        ):
-            lines[start][tier] = lines[start].get(tier, 0) + int(billable)
-        balance = 0
-        period = org_period(org, first)
-        for _ in range(MAX_CARRY_PERIODS):
-            if period.start >= current.start:
-                break
-            inside = [s for s in lines if period.start <= s < period.end]
-            plan_ids = [bases[s] for s in sorted(bases) if period.start <= s < period.end]
-            plan_id = next((p for p in reversed(plan_ids) if p), org.plan_id)
-            base = catalog.plan(plan_id).monthly_base if catalog.has_plan(plan_id) else ZERO
-            cost = base + sum(
-                (
-                    minutes_cost(m, catalog.tier(t).hourly_rate)
-                    for s in inside
-                    for t, m in lines[s].items()
-                    if catalog.has_tier(t)
-                ),
-                ZERO,
-            )
-            available = balance + sum(c for at, c in grants if period.start <= at < period.end)
-            balance = available - min(available, to_cents(cost))
-            period = org_period(org, period.end)
-        return balance
 
     # -- spend limit -----------------------------------------------------------------------
     def set_spend_limit(

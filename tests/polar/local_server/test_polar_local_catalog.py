@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from polar.v2026_10.errors import HTTPValidationError, ResourceNotFound
 from polar.v2026_10.outputs import ProductPriceFixed, ProductPriceMeteredUnit
+
 from tests.polar.local_server.polar_local_support import LocalPolar, local_polar, make_catalog
 
 NAME_FILTER = {

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from polar.v2026_10.errors import HTTPValidationError, ResourceNotFound
+
 from tests.polar.local_server.polar_local_support import TOKEN, LocalPolar, local_polar
 
 

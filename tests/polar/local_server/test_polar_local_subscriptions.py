@@ -14,6 +14,7 @@ from polar.v2026_10.errors import (
     SubscriptionsUpdate403Error,
     SubscriptionsUpdate409Error,
 )
+
 from tests.polar.local_server.polar_local_support import LocalPolar, local_polar, make_catalog
 
 

@@ -11,6 +11,7 @@ from polar.v2026_10.webhooks import (
     WebhookSubscriptionCreatedPayload,
     validate_event,
 )
+
 from tests.polar.local_server.polar_local_support import (
     LocalPolar,
     local_polar,

@@ -11,6 +11,7 @@ import httpx
 from polar.base import deserialize
 from polar.v2026_10 import outputs as o
 from polar.v2026_10.webhooks import WebhookSubscriptionCreatedPayload
+
 from tests.polar.local_server.polar_local_support import TOKEN, local_polar
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
