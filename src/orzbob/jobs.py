@@ -30,7 +30,7 @@ def register_jobs(runtime: Runtime) -> None:
         runtime.extras["flusher"] = flusher
         runtime.every("metering.flush", s.flush_interval_seconds, flush_usage)
         if not s.test_clock:
-            runtime.every("metering.flush_full_batches", 5, flush_full_batches)
+            runtime.every("metering.flush_full_batches", 1, flush_full_batches)
         runtime.every("polar.customers", s.flush_interval_seconds, create_missing_customers)
         hooks = runtime.extras.setdefault("shutdown_hooks", [])
         assert isinstance(hooks, list)

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import JSON, CursorResult, DateTime, Engine, MetaData, Table, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -133,8 +133,9 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]
         stmt = sqlite.insert(table).on_conflict_do_nothing()
     else:  # pragma: no cover - only the two supported backends
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    result = cast(CursorResult[Any], session.execute(stmt, list(rows)))
-    return int(result.rowcount or 0)
+    # Count what RETURNING gives back: psycopg reports rowcount -1 for these inserts.
+    key = next(iter(table.primary_key.columns))
+    return len(session.execute(stmt.values(list(rows)).returning(key)).all())
 
 
 def upsert_add(

@@ -26,13 +26,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from orzbob.catalog.models import Catalog
-from orzbob.kit.db import dialect_name
+from orzbob.kit.db import insert_ignore
 from orzbob.kit.errors import BadRequest, OrzbobError
 from orzbob.kit.metrics import polar_webhooks_total
 from orzbob.polar.models import WebhookDelivery
@@ -177,16 +176,8 @@ class WebhookService:
 
 
 def _claim(session: Session, row: dict[str, Any]) -> bool:
-    """Insert the delivery unless its id is known; True if it was new. RETURNING rather
-    than rowcount: psycopg reports -1 for this statement in some execution modes."""
-    module: Any = postgresql if dialect_name(session) == "postgresql" else sqlite
-    stmt = (
-        module.insert(WebhookDelivery.__table__)
-        .values(**row)
-        .on_conflict_do_nothing()
-        .returning(WebhookDelivery.__table__.c.id)
-    )
-    return session.execute(stmt).first() is not None
+    """Insert the delivery unless its id is known; True if it was new."""
+    return insert_ignore(session, WebhookDelivery.__table__, [row]) == 1  # type: ignore[arg-type]
 
 
 webhook_service = WebhookService()
