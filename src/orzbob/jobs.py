@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from orzbob.credits.tasks import ship_credits_to_polar
 from orzbob.instances.tasks import stop_silent_instances
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
@@ -32,6 +33,7 @@ def register_jobs(runtime: Runtime) -> None:
         if not s.test_clock:
             runtime.every("metering.flush_full_batches", 1, flush_full_batches)
         runtime.every("polar.customers", s.flush_interval_seconds, create_missing_customers)
+        runtime.every("credits.polar", s.sweep_interval_seconds, ship_credits_to_polar)
         hooks = runtime.extras.setdefault("shutdown_hooks", [])
         assert isinstance(hooks, list)
         hooks.append(lambda: final_flush(flusher))

@@ -168,6 +168,22 @@ class PolarGateway:
         with self.translate("create checkout"):
             return self.client.checkouts.create(**body)
 
+    def create_discount(self, **body: Any) -> Any:
+        with self.translate("discount create"):
+            return self.client.discounts.create(**body)
+
+    def get_discount(self, discount_id: str) -> Any:
+        with self.translate("discount read"):
+            return self.client.discounts.get(discount_id)
+
+    def get_subscription(self, subscription_id: str) -> Any:
+        with self.translate("subscription read"):
+            return self.client.subscriptions.get(subscription_id)
+
+    def set_subscription_discount(self, subscription_id: str, discount_id: str) -> Any:
+        with self.translate("subscription discount"):
+            return self.client.subscriptions.update(subscription_id, discount_id=discount_id)
+
     def close(self) -> None:
         if self._client is not None:
             close = getattr(self._client, "close", None)

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from . import (
     control,
     routes_customers,
+    routes_discounts,
     routes_events,
     routes_meters,
     routes_products,
@@ -88,6 +89,7 @@ def create_app(
         routes_products,
         routes_customers,
         routes_subscriptions,
+        routes_discounts,
     ):
         app.include_router(module.router, dependencies=auth)
     app.include_router(control.router)

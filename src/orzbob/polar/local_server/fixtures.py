@@ -160,7 +160,8 @@ def render_subscription(store: Store, core: JSON) -> JSON:
     prices = [render_price(store, by_id[i]) for i in core.get("_price_ids", []) if i in by_id]
     out["customer"] = customer
     out["product"] = render_product(store, product) if product else {}
-    out["discount"] = None
+    discount = store.get("discount", core["discount_id"]) if core.get("discount_id") else None
+    out["discount"] = {k: v for k, v in discount.items() if k != "products"} if discount else None
     out["prices"] = prices
     out["meters"] = _subscription_meters(store, core, customer, prices)
     out["pending_update"] = None

@@ -47,7 +47,6 @@ _UNSUPPORTED_UPDATES = (
     "recurring_interval",
     "pause_at_period_end",
     "resume",
-    "discount_id",
     "trial_end",
     "pending_update",
 )
@@ -153,6 +152,16 @@ def apply_update(ctx: ServerContext, sub_id: str, body: Any) -> JSON:
     if unsupported:
         msg = "This update is not supported by the local Polar server."
         raise invalid(["body", unsupported[0]], msg, "value_error", body[unsupported[0]])
+    if "discount_id" in body:
+        discount_id = body["discount_id"]
+        if discount_id is not None and ctx.store.get("discount", str(discount_id)) is None:
+            msg = "Discount does not exist."
+            raise invalid(["body", "discount_id"], msg, "value_error", discount_id)
+
+        def apply_discount(core: JSON) -> None:
+            core["discount_id"] = None if discount_id is None else str(discount_id)
+
+        return ops.change(sub_id, apply_discount)
     if body.get("product_id") is not None:
         product = ctx.store.get("product", str(body["product_id"]))
         if product is None or product["is_archived"] or not product["is_recurring"]:
