@@ -10,10 +10,12 @@ from sqlalchemy import func, select
 
 from orzbob.accounts.models import Org
 from orzbob.instances.models import Instance
+from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 from orzbob.metering.service import metering_service
+from orzbob.quota.models import DailyUsage
 from orzbob.runtime import Runtime
 
 CHECKPOINT_BATCH = 1000
@@ -54,7 +56,17 @@ def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
             )
             last = pairs[-1][0].id
         if len(pairs) < CHECKPOINT_BATCH:
+            _update_daily_gauge(runtime)
             return written
+
+
+def _update_daily_gauge(runtime: Runtime) -> None:
+    today = runtime.clock.now().date()
+    with runtime.session() as session:
+        minutes = session.scalar(
+            select(func.coalesce(func.sum(DailyUsage.minutes), 0)).where(DailyUsage.day == today)
+        )
+    metrics.daily_usage_hours.set(int(minutes or 0) / 60)
 
 
 def flush_usage(runtime: Runtime) -> int | Idle:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orzbob.kit.db import Base
@@ -45,6 +45,8 @@ class DailyUsage(Base):
     """Per org and UTC day: instance-minutes across all tiers (the daily cap reads this)."""
 
     __tablename__ = "daily_usage"
+    # The fleet-wide daily gauge sums one day across all orgs.
+    __table_args__ = (Index("ix_daily_usage_day", "day"),)
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
     day: Mapped[date] = mapped_column(primary_key=True)
