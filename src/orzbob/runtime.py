@@ -22,6 +22,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     clock: Clock
     scheduler: Scheduler
     catalog: Catalog
@@ -49,6 +50,7 @@ class Runtime:
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
+            read_sessions=make_sessionmaker(engine, read_only=True),
             clock=clock,
             scheduler=Scheduler(clock),
             catalog=catalog,

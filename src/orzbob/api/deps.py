@@ -52,9 +52,9 @@ def get_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send your API token as 'Authorization: Bearer <token>'.")
-    # Its own short transaction: the request's transaction must not be held open by
-    # authentication (on SQLite a transaction holds the write lock).
-    with session_scope(runtime.sessions) as session:
+    # Its own short read-only transaction: authentication must not hold the request's
+    # transaction open (on SQLite a writing transaction holds the one write lock).
+    with session_scope(runtime.read_sessions) as session:
         return account_service.authenticate(session, credentials.credentials)
 
 

@@ -24,6 +24,9 @@ NAMING_CONVENTION = {
 }
 
 
+READ_ONLY = "orzbob_read_only"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC timestamps on every backend.
 
@@ -90,6 +93,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
+            if conn.get_execution_options().get(READ_ONLY):
+                # A reader under WAL sees a snapshot and blocks nobody: no write lock.
+                conn.exec_driver_sql("BEGIN")
+                return
             if writer.acquire(timeout=30):
                 conn.info["orzbob_writer"] = True
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -104,8 +111,11 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine`; `read_only` ones must not write (on SQLite they take no write
+    lock, so readers never queue behind writers)."""
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
 
 
 @contextmanager
