@@ -219,3 +219,42 @@ def test_shutdown_flushes_what_is_pending(runtime: Runtime, tmp_path: Path) -> N
         # Leaving the client shuts the app down, which ships the queue.
         assert states(runtime) == {"sent": 25}
         assert server_stats(url, org_id)["count"] == 25
+
+
+def test_dead_records_can_be_requeued_after_the_fix(
+    runtime: Runtime, tmp_path: Path, db_url: str
+) -> None:
+    org_id, _ = make_records(runtime, 10)
+    with runtime.session() as s:
+        bad = s.scalars(select(UsageRecord).order_by(UsageRecord.id).limit(1)).one()
+        real_end = bad.interval_end
+        bad.interval_end = runtime.clock.now() + timedelta(days=3650)
+        bad_id = bad.id
+    with local_polar(tmp_path) as url:
+        flusher = flusher_for(runtime, billing_settings(runtime.settings, url))
+        assert flusher.flush().dead == 1
+        env = {**os.environ, "DATABASE_URL": db_url}
+        listed = subprocess.run(
+            [sys.executable, "-m", "orzbob.cli", "metering", "dead", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert str(bad_id) in listed.stdout and "past" in listed.stdout.lower()
+        with runtime.session() as s:  # the cause is fixed (here: the timestamp)
+            record = s.get(UsageRecord, bad_id)
+            assert record is not None
+            record.interval_end = real_end
+        requeued = subprocess.run(
+            [sys.executable, "-m", "orzbob.cli", "metering", "requeue", str(bad_id)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert requeued.returncode == 0 and "1 record(s)" in requeued.stdout
+        assert flusher.flush().sent == 1
+        stats = server_stats(url, org_id)
+    assert states(runtime) == {"sent": 10}
+    assert stats["count"] == 10 and stats["duplicates"] == 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from orzbob.cli.common import (
     cli_errors,
@@ -22,7 +23,7 @@ from orzbob.cli.common import (
     runtime_or_exit,
     settings_or_exit,
 )
-from orzbob.metering.models import UsageRecord
+from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.runtime import Runtime
 
 metering_app = typer.Typer(
@@ -50,6 +51,74 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     else:
         for state, n in counts.items():
             console.print(f"{state:>8}: {n}")
+
+
+@metering_app.command("dead")
+def dead(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 100,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Dead-lettered usage records and the reason Polar gave."""
+
+    def work(rt: Runtime) -> list[dict[str, str]]:
+        with rt.session() as s:
+            rows = s.scalars(
+                select(UsageRecord)
+                .where(UsageRecord.state == RecordState.DEAD.value)
+                .order_by(UsageRecord.id)
+                .limit(limit)
+            ).all()
+            return [
+                {
+                    "id": str(r.id),
+                    "org_id": str(r.org_id),
+                    "minutes": str(r.minutes),
+                    "interval_end": r.interval_end.isoformat(),
+                    "error": r.last_error or "",
+                }
+                for r in rows
+            ]
+
+    rows = run_db(work)
+    if json_out:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(
+            f"{r['id']}  org {r['org_id']}  {r['minutes']} min  {r['error']}", highlight=False
+        )
+    console.print(f"{len(rows)} dead record(s) shown")
+
+
+@metering_app.command("requeue")
+def requeue(
+    record_ids: Annotated[
+        list[str] | None, typer.Argument(help="Record ids (default: all dead).")
+    ] = None,
+) -> None:
+    """Send dead-lettered records again once the cause is fixed (Polar drops any it has by
+    external_id, so a resend never bills twice)."""
+    ids: list[uuid.UUID] = []
+    for raw in record_ids or []:
+        try:
+            ids.append(uuid.UUID(raw))
+        except ValueError:
+            fail(f"{raw!r} is not a usage record id")
+
+    def work(rt: Runtime) -> int:
+        with rt.session() as s:
+            stmt = update(UsageRecord).where(UsageRecord.state == RecordState.DEAD.value)
+            if ids:
+                stmt = stmt.where(UsageRecord.id.in_(ids))
+            result = s.execute(
+                stmt.values(
+                    state=RecordState.PENDING.value, claimed_by=None, claim_expires_at=None
+                ).execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    n = run_db(work)
+    console.print(f"{n} record(s) back in the queue; the next flush sends them.")
 
 
 @metering_app.command("flush")
