@@ -22,19 +22,10 @@ from .fixtures import new_customer, render_subscription
 from .routes_events import identity_query
 from .schemas import Metadata
 from .store import EventQuery
-from .subscriptions import SubscriptionOps, apply_status
+from .subscriptions import SubscriptionOps, SubscriptionStatus, apply_status
 from .webhooks import SUBSCRIPTION_EVENT_TYPES
 
 router = APIRouter(prefix="/_control", tags=["control"])
-SubStatus = Literal[
-    "incomplete",
-    "incomplete_expired",
-    "trialing",
-    "active",
-    "past_due",
-    "canceled",
-    "unpaid",
-]
 
 
 class FaultSpec(BaseModel):
@@ -77,7 +68,7 @@ class ControlSubscription(BaseModel):
     customer_id: UUID | None = None
     external_customer_id: str | None = None
     customer_email: str | None = None
-    status: SubStatus = "active"
+    status: SubscriptionStatus = "active"
     current_period_start: AwareDatetime | None = None
     current_period_end: AwareDatetime | None = None
     cancel_at_period_end: bool = False
@@ -85,7 +76,7 @@ class ControlSubscription(BaseModel):
 
 
 class ControlSubscriptionPatch(BaseModel):
-    status: SubStatus | None = None
+    status: SubscriptionStatus | None = None
     current_period_start: AwareDatetime | None = None
     current_period_end: AwareDatetime | None = None
     cancel_at_period_end: bool | None = None

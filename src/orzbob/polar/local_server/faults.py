@@ -142,7 +142,21 @@ class FaultMiddleware:
         if decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)
         chunks: list[bytes] = []
-        status: list[int] = []
+        recorded = False
+        rule = decision.terminal
+        fault = None if rule is None else (f"status:{rule.status}" if rule.status else rule.kind)
+
+        async def record(status: int | None) -> None:
+            # Written before the response (or the dropped socket) reaches the client, so a
+            # client that inspects `/_control/requests` right after a call always finds it.
+            nonlocal recorded
+            if recorded or self.recorder is None:
+                return
+            recorded = True
+            query = scope.get("query_string", b"").decode("latin-1")
+            await asyncio.to_thread(
+                self.recorder, method, path, query, status, fault, b"".join(chunks)
+            )
 
         async def recording_receive() -> Message:
             message = await receive()
@@ -152,32 +166,21 @@ class FaultMiddleware:
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status.append(message["status"])
+                await record(message["status"])
             await send(message)
 
-        rule = decision.terminal
-        fault = None if rule is None else (f"status:{rule.status}" if rule.status else rule.kind)
         try:
             if rule is None:
                 await self.app(scope, recording_receive, recording_send)
             else:
                 await _drain(recording_receive)
                 if rule.kind == "drop":
+                    await record(None)
                     await _drop_connection(receive)
                 else:
                     await _send_status(recording_send, rule)
         finally:
-            if self.recorder is not None:
-                query = scope.get("query_string", b"").decode("latin-1")
-                await asyncio.to_thread(
-                    self.recorder,
-                    method,
-                    path,
-                    query,
-                    status[0] if status else None,
-                    fault,
-                    b"".join(chunks),
-                )
+            await record(None)  # the app failed before answering
 
 
 async def _drain(receive: Receive) -> None:

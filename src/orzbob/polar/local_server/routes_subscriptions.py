@@ -15,20 +15,11 @@ from .errors import ValidationFailed, invalid, issue, pydantic_issues
 from .fixtures import ACTIVE_STATUSES, render_subscription
 from .routes_customers import resolve_customer
 from .schemas import Metadata, SubscriptionCreate
-from .subscriptions import SubscriptionOps
+from .subscriptions import SubscriptionOps, SubscriptionStatus
 
 router = APIRouter(prefix="/v1/subscriptions")
 
-Status = Literal[
-    "incomplete",
-    "incomplete_expired",
-    "trialing",
-    "active",
-    "past_due",
-    "canceled",
-    "unpaid",
-    "paused",
-]
+Status = SubscriptionStatus | Literal["paused"]
 Reason = Literal[
     "customer_service",
     "low_quality",

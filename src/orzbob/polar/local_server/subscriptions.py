@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal, get_args
 
 from .common import JSON, add_interval, iso, parse_iso
 from .context import ServerContext
@@ -18,7 +19,8 @@ from .fixtures import ACTIVE_STATUSES, new_subscription, subscription_amount
 
 BILLABLE_STATUSES = ("trialing", "active", "past_due")
 ENDED_STATUSES = ("canceled", "unpaid", "incomplete_expired")
-ALL_STATUSES = (
+# The statuses this server gives a subscription (Polar also lists "paused" in filters).
+SubscriptionStatus = Literal[
     "incomplete",
     "incomplete_expired",
     "trialing",
@@ -26,7 +28,8 @@ ALL_STATUSES = (
     "past_due",
     "canceled",
     "unpaid",
-)
+]
+ALL_STATUSES: tuple[str, ...] = get_args(SubscriptionStatus)
 
 
 class AlreadyCanceled(ApiError):
