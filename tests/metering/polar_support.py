@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,3 @@ def server_stats(url: str, org_id: uuid.UUID | None = None) -> dict[str, Any]:
         params["external_customer_id"] = str(org_id)
     with control(url) as c:
         return dict(c.get("/events/stats", params=params).json())
-
-
-def at(dt: datetime) -> str:
-    return dt.isoformat()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -123,14 +121,3 @@ def org_row(runtime: Runtime, org_id: uuid.UUID) -> Org:
         org = s.get(Org, org_id)
         assert org is not None
         return org
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached while polling")
-        time.sleep(0.02)

@@ -19,6 +19,7 @@ from orzbob.polar.local_server import run_in_thread
 from orzbob.runtime import Runtime
 from tests.conftest import T0, OrgHandle, advance
 from tests.metering.polar_support import TOKEN
+from tests.polar.local_server.polar_local_support import wait_for
 from tests.polar.support import (
     SECRET,
     envelope,
@@ -27,7 +28,6 @@ from tests.polar.support import (
     subscription,
     sync_catalog,
     use_billing,
-    wait_for,
 )
 
 DAY = 86400
