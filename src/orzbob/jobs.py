@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 from orzbob.credits.tasks import ship_credits_to_polar
+from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
 from orzbob.polar.client import PolarGateway
 from orzbob.polar.tasks import apply_scheduled_plan_changes, create_missing_customers
 from orzbob.runtime import Runtime
+from orzbob.throttle.tasks import sweep_caps
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,12 @@ def register_jobs(runtime: Runtime) -> None:
     is flushed and before caps and alerts look at it.
     """
     s = runtime.settings
+    install_hooks()
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
     runtime.every("instances.heartbeat_timeout", s.sweep_interval_seconds, stop_silent_instances)
+    # After the checkpoint, so the rollups it reads are fresh; a cap cuts usage at its own
+    # moment whenever the sweep runs.
+    runtime.every("throttle.sweep", s.sweep_interval_seconds, sweep_caps)
     # After the checkpoint: minutes up to a period end are recorded under the plan that ends.
     runtime.every("polar.plan_changes", s.sweep_interval_seconds, apply_scheduled_plan_changes)
     if s.billing_enabled:

@@ -13,13 +13,14 @@ from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
 from orzbob.api.middleware import BodyLimitMiddleware
+from orzbob.billing.endpoints import router as billing_router
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
+from orzbob.hooks import install_hooks
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
 from orzbob.polar.endpoints import router as polar_router
-from orzbob.quota.endpoints import router as quota_router
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
 from orzbob.testclock.endpoints import router as testclock_router
@@ -63,6 +64,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         description="Per-minute billing for Orzbob Cloud development environments.",
         lifespan=lifespan,
     )
+    install_hooks()
     app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     install_error_handlers(app)
@@ -71,7 +73,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         accounts_router,
         instances_router,
         metering_router,
-        quota_router,
+        billing_router,
         credits_router,
         polar_router,
         testclock_router,
