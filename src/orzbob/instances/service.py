@@ -260,9 +260,24 @@ class InstanceService:
         self._require(instance, to)
         before = State(instance.state)
         if before == State.RUNNING:
-            metering_service.close_segment(
-                session, instance, org, at=close_at or now, catalog=catalog, now=now
+            metering_service.close_segments(
+                session, org, [(instance, close_at or now)], catalog=catalog, now=now
             )
+        self._set_state(session, instance, before, to, reason, now=now)
+        session.flush()
+
+    def _set_state(
+        self,
+        session: Session,
+        instance: Instance,
+        before: State,
+        to: State,
+        reason: Reason | None,
+        *,
+        now: datetime,
+    ) -> None:
+        """The state change itself, once the usage of a run that ends is closed."""
+        if before == State.RUNNING:
             instance.run_started_at = None
         if to == State.RUNNING:
             metering_service.open_segment(session, instance, at=now)
@@ -279,6 +294,8 @@ class InstanceService:
             on_commit(session, metrics.instances_stopped_total.labels(label).inc)
         elif to == State.PAUSED:
             on_commit(session, metrics.instances_paused_total.labels(label).inc)
+            if reason == Reason.IDLE:
+                on_commit(session, metrics.idle_instances_reaped_total.inc)
         session.add(
             InstanceEvent(
                 instance_id=instance.id,
@@ -289,6 +306,29 @@ class InstanceService:
                 at=now,
             )
         )
+
+    def halt_many(
+        self,
+        session: Session,
+        org: Org,
+        halts: Sequence[tuple[Instance, Reason, datetime]],
+        *,
+        to: State,
+        catalog: Catalog,
+        now: datetime,
+    ) -> None:
+        """Pause or stop several locked instances of one org (a cap, the org's deletion),
+        each closing its usage at its own moment, in one allocation."""
+        for instance, _, _ in halts:
+            self._require(instance, to)
+        running = [(i, at) for i, _, at in halts if i.state == State.RUNNING.value]
+        metering_service.close_segments(session, org, running, catalog=catalog, now=now)
+        for instance, reason, _ in halts:
+            self._set_state(session, instance, State(instance.state), to, reason, now=now)
+            if to == State.PAUSED:
+                self.provider.pause(instance)
+            else:
+                self.provider.terminate(instance)
         session.flush()
 
     def system_transition(

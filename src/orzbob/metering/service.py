@@ -76,24 +76,49 @@ class MeteringService:
             .with_for_update(key_share=True)
         ).one_or_none()
 
-    def close_segment(
+    def open_segments_of(
+        self, session: Session, instance_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, UsageSegment]:
+        """The open segments of these instances, locked in id order."""
+        return {
+            s.instance_id: s
+            for s in session.scalars(
+                select(UsageSegment)
+                .where(
+                    UsageSegment.instance_id.in_(sorted(instance_ids)),
+                    UsageSegment.ended_at.is_(None),
+                )
+                .order_by(UsageSegment.id)
+                .with_for_update(key_share=True)
+            )
+        }
+
+    def close_segments(
         self,
         session: Session,
-        instance: Instance,
         org: Org,
+        closes: Sequence[tuple[Instance, datetime]],
         *,
-        at: datetime,
         catalog: Catalog,
         now: datetime,
     ) -> list[dict[str, Any]]:
-        """Close the instance's open segment at `at`, recording the minutes not yet emitted."""
-        segment = self.open_segment_of(session, instance.id)
-        if segment is None:
-            raise Conflict(f"Instance {instance.id} has no open usage segment.")
-        limit = self.limits(session, [org], catalog=catalog, now=now, closing={segment.id: at})
-        end = max(min(at, limit.get(segment.id, at)), segment.counted_until)
-        rows = allocate(session, org, self._drafts(segment, org, end), catalog=catalog, now=now)
-        segment.ended_at = end
+        """Close each instance's open segment at its moment (never past a cap), recording
+        the minutes not yet emitted, in one allocation."""
+        if not closes:
+            return []
+        segments = self.open_segments_of(session, [i.id for i, _ in closes])
+        for instance, _ in closes:
+            if instance.id not in segments:
+                raise Conflict(f"Instance {instance.id} has no open usage segment.")
+        at_of = {segments[i.id].id: at for i, at in closes}
+        limit = self.limits(session, [org], catalog=catalog, now=now, closing=at_of)
+        drafts: list[UsageDraft] = []
+        for instance, at in closes:
+            segment = segments[instance.id]
+            end = max(min(at, limit.get(segment.id, at)), segment.counted_until)
+            drafts.extend(self._drafts(segment, org, end))
+            segment.ended_at = end
+        rows = allocate(session, org, drafts, catalog=catalog, now=now)
         session.flush()
         return rows
 

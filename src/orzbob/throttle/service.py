@@ -27,8 +27,6 @@ from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog, Plan
 from orzbob.instances.models import Instance, Reason, State
 from orzbob.instances.service import instance_service
-from orzbob.kit import metrics
-from orzbob.kit.db import on_commit
 from orzbob.kit.errors import CapHolds
 from orzbob.kit.money import format_usd
 from orzbob.metering.models import UsageSegment
@@ -227,14 +225,13 @@ class ThrottleService:
             now=now,
             pairs={org.id: [(seg, inst) for inst, seg in locked]},
         )
-        paused = []
-        for seg_id, cut in sorted(cuts.items(), key=lambda kv: kv[1].at):
-            inst = by_segment.get(seg_id)
-            if inst is None or inst.state != State.RUNNING.value:
-                continue
-            self._pause(session, inst, cut, catalog=catalog, now=now)
-            paused.append(inst)
-        return paused
+        halts = [
+            (by_segment[seg_id], Reason(cut.cap), cut.at)
+            for seg_id, cut in sorted(cuts.items(), key=lambda kv: kv[1].at)
+            if seg_id in by_segment and cut.at <= now
+        ]
+        instance_service.halt_many(session, org, halts, to=State.PAUSED, catalog=catalog, now=now)
+        return [inst for inst, _, _ in halts]
 
     def heartbeat_cut(
         self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
@@ -252,21 +249,6 @@ class ThrottleService:
         """The `cap_checks` hook of instances: (moment, cap) when a heartbeat finds one."""
         cut = self.heartbeat_cut(session, org, instance, now, catalog)
         return None if cut is None else (cut.at, cut.cap)
-
-    def _pause(
-        self, session: Session, inst: Instance, cut: Cut, *, catalog: Catalog, now: datetime
-    ) -> None:
-        instance_service.system_transition(
-            session,
-            inst,
-            State.PAUSED,
-            Reason(cut.cap),
-            catalog=catalog,
-            now=now,
-            close_at=cut.at,
-        )
-        if cut.cap == Cap.IDLE:
-            on_commit(session, metrics.idle_instances_reaped_total.inc)
 
     # -- what holds now, and what comes next ---------------------------------------------
     def active(self, status: QuotaStatus, catalog: Catalog) -> list[Throttle]:
