@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
-from orzbob.api.middleware import BodyLimitMiddleware
+from orzbob.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
 from orzbob.instances.endpoints import router as instances_router
@@ -65,6 +65,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     )
     app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for router in (
         health_router,

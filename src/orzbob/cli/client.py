@@ -53,11 +53,21 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if not self.token:
-            fail("no API token: pass --token, set ORZ_TOKEN, or run `orz cloud login --token …`")
+            fail(
+                "not logged in: no API token. Run `orz cloud login --token …`, "
+                "or pass --token or set ORZ_TOKEN"
+            )
+        if not (self.token.isascii() and self.token.isprintable()):
+            fail("the API token has characters no token contains; check --token or ORZ_TOKEN")
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
         try:
             response = httpx.request(
                 method, self.api_url + path, headers=headers, timeout=30.0, **kwargs
+            )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+            fail(
+                f"the API URL {self.api_url!r} is not a valid http(s) URL; "
+                "check --api-url or ORZ_API_URL"
             )
         except httpx.HTTPError as exc:
             fail(
@@ -65,18 +75,43 @@ class ApiClient:
                 "is the service running (`make run`)?"
             )
         if response.status_code >= 400:
-            _raise(response)
+            self._raise(response)
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            fail(
+                f"the server at {self.api_url} answered {method} {path} with something that "
+                f"is not JSON (HTTP {response.status_code}); is ORZ_API_URL the Orzbob API?"
+            )
+
+    def _raise(self, response: httpx.Response) -> NoReturn:
+        try:
+            body = response.json()
+            detail = body.get("detail") if isinstance(body, dict) else None
+        except ValueError:
+            detail = None
+        # A proxy's error page is no message: keep its first line at most.
+        detail = str(detail) if detail else (_first_text_line(response.text) or "request failed")
+        status = response.status_code
+        if status == 401:
+            fail(
+                f"the API token was refused: {detail} (HTTP 401); "
+                "run `orz cloud login --token …` with a current token"
+            )
+        if status >= 500:
+            request_id = response.headers.get("x-request-id") or "none"
+            fail(
+                f"server error at {self.api_url}: {detail} (HTTP {status}, request id {request_id})"
+            )
+        fail(f"{detail} (HTTP {status})")
 
 
-def _raise(response: httpx.Response) -> NoReturn:
-    try:
-        body = response.json()
-        detail = body.get("detail") if isinstance(body, dict) else None
-    except ValueError:
-        detail = None
-    fail(f"{detail or response.text or 'request failed'} (HTTP {response.status_code})")
+def _first_text_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0][:200] if lines else ""

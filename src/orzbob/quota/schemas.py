@@ -79,6 +79,7 @@ class BillingOut(BaseModel):
     spend_limit: str | None
     forecast: ForecastOut
     throttles: list[ThrottleOut]
+    as_of: datetime = Field(description="The moment these figures are true as of (service clock).")
 
     @classmethod
     def from_status(cls, s: QuotaStatus) -> BillingOut:
@@ -135,6 +136,7 @@ class BillingOut(BaseModel):
             throttles=[
                 ThrottleOut(cap=t.cap, detail=t.detail, lifts_at=t.lifts_at) for t in s.throttles
             ],
+            as_of=s.now,
         )
 
 
