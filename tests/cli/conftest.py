@@ -27,7 +27,7 @@ def api_url(app: FastAPI) -> Iterator[str]:
 def fixed_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich measures the terminal of whoever runs pytest; output under test must not."""
     for c in (console, err_console):
-        monkeypatch.setattr(c, "_width", 120)
+        monkeypatch.setattr(c, "_width", 160)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
+from rich.table import Column, Table
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.schemas import OrgCreate
@@ -100,7 +100,7 @@ def org_list(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(rows)
         return
-    table = Table("id", "name", "plan", "created")
+    table = Table(Column("id", no_wrap=True, min_width=36), "name", "plan", "created")
     for r in rows:
         table.add_row(safe(r["id"]), safe(r["name"]), safe(r["plan"]), safe(r["created_at"][:19]))
     console.print(table)

@@ -59,7 +59,7 @@ def status_line(b: dict[str, Any]) -> Text:
         first = throttles[0]
         why = CAP_REASONS.get(first["cap"], str(first["cap"]))
         return line(
-            ("Status: ", "bold"), ("paused", "bold red"), f" ({why}) — ", safe(first["detail"])
+            ("Status: ", "bold"), ("paused", "bold red"), f" ({why})\n  ", safe(first["detail"])
         )
     if b["in_overage"]:
         return line(

@@ -6,7 +6,7 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from orzbob.cli.billing import register_cloud_commands
 from orzbob.cli.client import ApiClient, save_credentials
@@ -97,7 +97,11 @@ def list_(
     if json_out:
         print_json(rows)
         return
-    table = Table("id", "name", "tier", "state", "reason", "last active", "last seen")
+    # Ids are what the next command needs: never cut them.
+    table = Table(
+        Column("id", no_wrap=True, min_width=36), "name", "tier", "state", "reason",
+        "last active", "last seen",
+    )  # fmt: skip
     for r in rows:
         source = r.get("last_active_source")
         active = (r.get("last_active_at") or "")[:19] + (f" ({source})" if source else "")

@@ -89,6 +89,9 @@ def cli_errors() -> Iterator[None]:
         )
     except sa_exc.DBAPIError as exc:
         fail(_database_error(exc))
+    except OSError as exc:  # e.g. the database's directory cannot be made
+        what = f"cannot use {exc.filename}" if exc.filename else "operating system error"
+        fail(f"{what}: {exc.strerror or exc}")
 
 
 def _first_line(exc: BaseException) -> str:
