@@ -97,24 +97,22 @@ def list_(
     if json_out:
         print_json(rows)
         return
-    # Ids are what the next command needs: never cut them.
+    # Ids are what the next command needs: never cut them. Times are UTC.
     table = Table(
-        Column("id", no_wrap=True, min_width=36), "name", "tier", "state", "reason",
-        "last active", "last seen",
+        Column("id", no_wrap=True, min_width=36), Column("name", overflow="fold"), "tier",
+        Column("state", overflow="fold"), Column("last active (UTC)", overflow="fold"),
     )  # fmt: skip
     for r in rows:
+        state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
         source = r.get("last_active_source")
-        active = (r.get("last_active_at") or "")[:19] + (f" ({source})" if source else "")
-        table.add_row(
-            *(
-                safe(v)
-                for v in (
-                    r["id"], r["name"], r["tier"], r["state"], r["reason"] or "", active,
-                    r["last_seen_at"][:19],
-                )
-            )
-        )  # fmt: skip
+        active = _short_time(r.get("last_active_at")) + (f" {source}" if source else "")
+        table.add_row(safe(r["id"]), safe(r["name"]), safe(r["tier"]), safe(state), safe(active))
     console.print(table)
+
+
+def _short_time(value: str | None) -> str:
+    """ "2026-03-10T12:00:00+00:00" → "03-10 12:00"."""
+    return f"{value[5:10]} {value[11:16]}" if value else "—"
 
 
 @app.command("show")
