@@ -13,6 +13,8 @@ from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
 from orzbob.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from orzbob.api.pages import router as pages_router
+from orzbob.api.pages import static_files
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
 from orzbob.instances.endpoints import router as instances_router
@@ -76,6 +78,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         credits_router,
         polar_router,
         testclock_router,
+        pages_router,
     ):
         app.include_router(router)
+    app.mount("/static", static_files, name="static")
     return app
