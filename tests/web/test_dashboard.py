@@ -167,9 +167,7 @@ def test_bad_token_free_tier_paused_and_csv_on_a_phone(
         context.close()
 
 
-def test_landing_page_pricing_from_the_catalog(
-    page: Page, base_url: str, runtime: Runtime
-) -> None:
+def test_landing_page_pricing_from_the_catalog(page: Page, base_url: str, runtime: Runtime) -> None:
     page.goto(base_url + "/")
     heading = page.get_by_role("heading", level=2, name=re.compile("Starts at"))
     expect(heading).to_have_text("Starts at $20/mo incl. 200 h")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,6 +40,8 @@ def _saved() -> dict[str, str]:
 class ApiClient:
     api_url: str
     token: str | None
+    # One connection pool per command: a new client per call costs a TLS context each time.
+    _http: httpx.Client | None = field(default=None, repr=False)
 
     @classmethod
     def resolve(cls, api_url: str | None, token: str | None) -> ApiClient:
@@ -52,6 +54,13 @@ class ApiClient:
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.request_raw(method, path, **kwargs)
+        if response.status_code >= 400:
+            self.fail_for(response)
+        return response
+
+    def request_raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The response whatever its status (connection and set-up errors still exit)."""
         if not self.token:
             fail(
                 "not logged in: no API token. Run `orz cloud login --token …`, "
@@ -61,9 +70,9 @@ class ApiClient:
             fail("the API token has characters no token contains; check --token or ORZ_TOKEN")
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
         try:
-            response = httpx.request(
-                method, self.api_url + path, headers=headers, timeout=30.0, **kwargs
-            )
+            if self._http is None:
+                self._http = httpx.Client(timeout=30.0)
+            response = self._http.request(method, self.api_url + path, headers=headers, **kwargs)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol):
             fail(
                 f"the API URL {self.api_url!r} is not a valid http(s) URL; "
@@ -74,8 +83,6 @@ class ApiClient:
                 f"cannot reach the Orzbob API at {self.api_url} ({exc.__class__.__name__}); "
                 "is the service running (`make run`)?"
             )
-        if response.status_code >= 400:
-            self._raise(response)
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -90,7 +97,8 @@ class ApiClient:
                 f"is not JSON (HTTP {response.status_code}); is ORZ_API_URL the Orzbob API?"
             )
 
-    def _raise(self, response: httpx.Response) -> NoReturn:
+    def fail_for(self, response: httpx.Response) -> NoReturn:
+        """Exit with one line saying why the API refused or failed."""
         try:
             body = response.json()
             detail = body.get("detail") if isinstance(body, dict) else None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from orzbob.cli import admin, billing, cloud, ops
+from orzbob.cli import admin, billing, cloud, demo, ops
 from orzbob.cli.common import cli_errors, console, run_db, settings_or_exit
 from orzbob.config import Settings
 from orzbob.runtime import Runtime
@@ -25,6 +25,7 @@ app.add_typer(cloud.app, name="cloud")
 app.add_typer(ops.metering_app, name="metering")
 app.add_typer(ops.polar_app, name="polar")
 app.add_typer(billing.support_app, name="support")
+app.command("demo")(demo.demo)
 
 
 @db_app.command("upgrade")
