@@ -26,6 +26,7 @@ from orzbob.cli.client import ApiClient
 from orzbob.cli.common import console, err_console, fail, line, run_db, safe, settings_or_exit
 from orzbob.runtime import Runtime
 
+LEAD_IN_DAYS = 10
 STEP_SECONDS = 240  # under the 5-minute heartbeat timeout
 MINUTE = 60
 
@@ -155,6 +156,9 @@ def seed(api_url: str, *, quiet: bool = False) -> list[Seeded]:
             clients[s.org_id].json(
                 "PUT", "/v1/billing/spend-limit", json={"amount": s.org.spend_limit}
             )
+    # Start the usage ten days into the period, so forecasts extrapolate from a real stretch
+    # of the month instead of a few hours.
+    staff.json("POST", "/v1/test-clock/advance", json={"seconds": LEAD_IN_DAYS * 86400})
     minute = 0
     while True:
         for s in seeded:
