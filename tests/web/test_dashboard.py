@@ -178,3 +178,49 @@ def test_landing_page_pricing_from_the_catalog(page: Page, base_url: str, runtim
     public = [p for p in runtime.catalog.plans if p.visibility == "public"]
     expect(page.locator("article.plan h3")).to_have_text([p.name for p in public])
     screenshot(page, "landing")
+
+
+def test_upcoming_caps_and_alerts_are_shown_as_text(
+    page: Page,
+    base_url: str,
+    client: TestClient,
+    make_org: Callable[..., OrgHandle],
+) -> None:
+    """`upcoming` and the alert list come from other parts of the service; the card shows them
+    when they are there, and never runs their text as HTML."""
+    org = make_org("Acme", plan="base-plus-usage")
+    body = _billing(client, org)
+    evil = "<img src=x onerror=\"document.title='pwned'\">"
+    body["upcoming"] = [
+        {
+            "cap": "idle",
+            "instance_id": None,
+            "instance_name": evil,
+            "at": "2026-03-10T12:40:00Z",
+            "detail": "No activity for 50 min.",
+        }
+    ]
+    alerts = [
+        {
+            "kind": "allowance",
+            "threshold": 50,
+            "state": "sent",
+            "created_at": "2026-03-10T11:00:00Z",
+            "sent_at": "2026-03-10T11:00:03Z",
+            "subject": evil,
+        }
+    ]
+
+    def billing(route: Route) -> None:
+        route.fulfill(json=body)
+
+    page.route(re.compile(r".*/v1/billing$"), billing)
+    page.route(re.compile(r".*/v1/billing/alerts$"), lambda route: route.fulfill(json=alerts))
+    _sign_in(page, base_url, org)
+    caps = page.locator("#caps")
+    expect(caps).to_contain_text(f"Soon: idle on {evil} at 2026-03-10 12:40 UTC.")
+    expect(page.locator("#alerts")).to_contain_text(
+        f"allowance 50 % (sent 2026-03-10 11:00 UTC): {evil}"
+    )
+    assert page.locator("#caps img, #alerts img").count() == 0
+    assert page.title() != "pwned"
