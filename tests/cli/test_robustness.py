@@ -135,3 +135,28 @@ def test_database_error_paths_are_one_clear_line(orz_db: Invoke, tmp_path: Path)
     # ...unless it cannot: a "directory" that is a file.
     result = orz_db("db", "upgrade", env={"DATABASE_URL": f"sqlite:///{not_a_db}/orz.db"})
     _one_line_error(result, f"cannot use {not_a_db}")
+
+
+def test_an_unexpected_answer_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A server that answers 200 with something else than a billing object (a wrong
+    ORZ_API_URL, a broken proxy): the last-resort handler still prints one line."""
+    import os
+    import subprocess
+    import sys
+
+    from fastapi import FastAPI
+
+    from tests.serving import serve
+
+    odd = FastAPI()
+    odd.get("/v1/billing")(lambda: {"hello": "world"})
+    with serve(odd) as url:
+        env = {**os.environ, "ORZ_API_URL": url, "ORZ_TOKEN": "t", "XDG_CONFIG_HOME": str(tmp_path)}
+        env.pop("ORZ_DEBUG", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "orzbob.cli", "cloud", "billing"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unexpected KeyError"), proc.stderr
