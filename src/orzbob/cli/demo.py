@@ -58,25 +58,33 @@ class Seeded:
     instances: dict[str, str] = field(default_factory=dict)  # run name -> instance id
 
 
-# 7.5 hours of clock in all: no session reaches the 8 h continuous cap, no org the daily cap.
+# Five hours of clock in all: no session reaches the 8 h continuous cap, no org the daily cap.
 ORGS = (
     DemoOrg(
         "Northwind Labs",
         "base-plus-usage",
         "within its allowance",
-        (Run("large", "api-dev", 0, 450), Run("large", "web-dev", 0, None)),
+        (Run("gpu", "api-dev", 0, 192), Run("small", "web-dev", 0, None)),
     ),
     DemoOrg(
         "Bluefin Studio",
         "base-plus-usage",
         "at 92 % of its allowance",
-        (Run("gpu", "train-gpu", 0, 420), Run("medium", "notebook", 0, 270)),
+        (
+            Run("gpu", "train-a", 0, 216),
+            Run("gpu", "train-b", 0, 216),
+            Run("medium", "notebook", 0, 120),
+        ),
     ),
     DemoOrg(
         "Copperline Data",
         "base-plus-usage",
         "in overage",
-        (Run("gpu", "render-1", 0, 450), Run("gpu", "render-2", 0, 240)),
+        (
+            Run("gpu", "render-1", 0, 240),
+            Run("gpu", "render-2", 0, 240),
+            Run("gpu", "render-3", 0, 180),
+        ),
     ),
     DemoOrg(
         "Pebble Hobby Co",
@@ -88,11 +96,15 @@ ORGS = (
         "Lumen Analytics",
         "base-plus-usage",
         "near its spend limit",
-        (Run("gpu", "batch-gpu", 0, 450), Run("gpu", "eval-gpu", 360, 450)),
+        (
+            Run("gpu", "batch-1", 0, 240),
+            Run("gpu", "batch-2", 0, 240),
+            Run("gpu", "eval", 180, 240),
+        ),
         spend_limit="24.00",
     ),
 )
-END_MINUTE = 450
+END_MINUTE = 300
 
 
 def _staff_token(rt: Runtime) -> str:
