@@ -53,6 +53,7 @@ EXTRAS = {
     "forecast",
     "throttles",
     "upcoming",
+    "as_of",
 }
 
 
@@ -64,6 +65,7 @@ def check_contract(body: dict) -> None:  # type: ignore[type-arg]
         if kind == NUMBER:
             assert not isinstance(value, bool), name
     assert RFC3339.match(body["reset_date"]) and RFC3339.match(body["period_start"])
+    assert RFC3339.match(body["as_of"])
     assert re.match(r"^\d+h \d{1,2}m$", body["daily_usage"])
     assert body["throttle_status"] in {"none", "quota_exhausted", "spend_limit", "daily_cap"}
     for t in body["tiers"]:

@@ -12,7 +12,9 @@ from fastapi import FastAPI
 from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
-from orzbob.api.middleware import BodyLimitMiddleware
+from orzbob.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from orzbob.api.pages import router as pages_router
+from orzbob.api.pages import static_files
 from orzbob.billing.endpoints import router as billing_router
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
@@ -67,6 +69,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     install_hooks()
     app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for router in (
         health_router,
@@ -77,6 +80,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         credits_router,
         polar_router,
         testclock_router,
+        pages_router,
     ):
         app.include_router(router)
+    app.mount("/static", static_files, name="static")
     return app

@@ -93,6 +93,7 @@ class BillingOut(BaseModel):
     upcoming: list[UpcomingOut] = Field(
         description="Caps that will be reached within the next hour at the current rate."
     )
+    as_of: datetime = Field(description="The moment these figures are true as of (service clock).")
 
     @classmethod
     def from_status(
@@ -150,6 +151,7 @@ class BillingOut(BaseModel):
             ),
             throttles=throttles,
             upcoming=upcoming,
+            as_of=s.now,
         )
 
 
