@@ -10,7 +10,12 @@ from orzbob.instances.tasks import stop_silent_instances
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
 from orzbob.polar.client import PolarGateway
-from orzbob.polar.tasks import apply_scheduled_plan_changes, create_missing_customers
+from orzbob.polar.tasks import (
+    apply_scheduled_plan_changes,
+    create_missing_customers,
+    reconcile_closed_periods,
+    reconcile_open_periods,
+)
 from orzbob.runtime import Runtime
 from orzbob.throttle.tasks import sweep_caps
 
@@ -40,6 +45,9 @@ def register_jobs(runtime: Runtime) -> None:
             runtime.every("metering.flush_full_batches", 1, flush_full_batches)
         runtime.every("polar.customers", s.flush_interval_seconds, create_missing_customers)
         runtime.every("credits.polar", s.sweep_interval_seconds, ship_credits_to_polar)
+        # After the flush, so what was shipped is found at Polar.
+        runtime.every("polar.reconcile_closed", 3600, reconcile_closed_periods)
+        runtime.every("polar.reconcile_daily", 86400, reconcile_open_periods)
         hooks = runtime.extras.setdefault("shutdown_hooks", [])
         assert isinstance(hooks, list)
         hooks.append(lambda: final_flush(flusher))

@@ -23,6 +23,7 @@ from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
 from orzbob.polar.endpoints import router as polar_router
+from orzbob.polar.reconcile_endpoints import router as reconcile_router
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
 from orzbob.testclock.endpoints import router as testclock_router
@@ -79,6 +80,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         billing_router,
         credits_router,
         polar_router,
+        reconcile_router,
         testclock_router,
         pages_router,
     ):

@@ -89,3 +89,18 @@ polar_webhooks_total = Counter(
     ["status"],
     registry=REGISTRY,
 )
+reconcile_drift_minutes = Gauge(
+    "orzbob_reconcile_drift_minutes",
+    "Minutes the ledger and Polar disagree on: the last daily run (open periods) and the "
+    "period-close runs of the last 24 hours (closed periods)",
+    ["scope"],
+    registry=REGISTRY,
+)
+reconcile_runs_total = Counter(
+    "orzbob_reconcile_runs_total", "Reconciliation runs by outcome", ["status"], registry=REGISTRY
+)
+reconcile_last_success = Gauge(
+    "orzbob_reconcile_last_success_timestamp_seconds",
+    "When a reconciliation run last completed (Unix time)",
+    registry=REGISTRY,
+)
