@@ -21,6 +21,10 @@ from orzbob.throttle.tasks import sweep_caps
 
 log = logging.getLogger(__name__)
 
+# The shutdown flush ships at most this many batches; each is one Polar call bounded by
+# POLAR_TIMEOUT_SECONDS (deploy/worker.yaml sizes the grace period from both).
+FINAL_FLUSH_MAX_BATCHES = 10
+
 
 def register_jobs(runtime: Runtime) -> None:
     """Register the periodic jobs of every domain on the runtime's scheduler.
@@ -66,7 +70,7 @@ def build_flusher(runtime: Runtime) -> Flusher:
 
 def final_flush(flusher: Flusher) -> None:
     """On shutdown, ship what is pending (a few batches at most; the rest waits safely)."""
-    report = flusher.flush(max_batches=10)
+    report = flusher.flush(max_batches=FINAL_FLUSH_MAX_BATCHES)
     log.info(
         "final flush: %d sent, %d left for the next start", report.sent, flusher_pending(flusher)
     )
