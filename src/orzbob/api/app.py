@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
-from orzbob.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from orzbob.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from orzbob.api.pages import router as pages_router
 from orzbob.api.pages import static_files
 from orzbob.billing.endpoints import router as billing_router
@@ -71,6 +71,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
     for router in (
         health_router,

@@ -104,3 +104,20 @@ reconcile_last_success = Gauge(
     "When a reconciliation run last completed (Unix time)",
     registry=REGISTRY,
 )
+usage_meter_dead = Gauge(
+    "orzbob_usage_meter_dead_records",
+    "Usage records in dead-letter now (read from the database at scrape time)",
+    registry=REGISTRY,
+)
+http_requests_total = Counter(
+    "orzbob_http_requests_total",
+    "API requests by method, route template and status class (2xx, 4xx, 5xx)",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+http_request_duration_seconds = Histogram(
+    "orzbob_http_request_duration_seconds",
+    "API request duration by route template",
+    ["route"],
+    registry=REGISTRY,
+)

@@ -212,6 +212,20 @@ class MeteringService:
             stmt = stmt.where(UsageRecord.interval_end <= upto)
         return session.scalars(stmt.order_by(UsageRecord.interval_end, UsageRecord.id)).all()
 
+    def queue_stats(self, session: Session) -> tuple[int, datetime | None, int]:
+        """(pending records, when the oldest pending one was written, dead records)."""
+        pending, oldest = session.execute(
+            select(func.count(), func.min(UsageRecord.created_at)).where(
+                UsageRecord.state == RecordState.PENDING.value
+            )
+        ).one()
+        dead = session.scalar(
+            select(func.count())
+            .select_from(UsageRecord)
+            .where(UsageRecord.state == RecordState.DEAD.value)
+        )
+        return int(pending or 0), oldest, int(dead or 0)
+
     def has_records(self, session: Session, org_id: uuid.UUID, *, period_start: datetime) -> bool:
         return (
             session.scalar(

@@ -237,6 +237,15 @@ class ReconcileService:
         )
         return int(total or 0)
 
+    def open_drift(self, session: Session) -> int | None:
+        """Drift of the latest successful daily run (None before the first)."""
+        return session.scalar(
+            select(ReconcileRun.drift_minutes)
+            .where(ReconcileRun.scope == "daily", ReconcileRun.status == "ok")
+            .order_by(ReconcileRun.finished_at.desc(), ReconcileRun.id.desc())
+            .limit(1)
+        )
+
 
 reconcile_service = ReconcileService()
 
