@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from orzbob.alerts.tasks import evaluate_alerts, send_alerts
 from orzbob.credits.tasks import ship_credits_to_polar
+from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
@@ -21,11 +23,15 @@ def register_jobs(runtime: Runtime) -> None:
     Order matters when several fall due at the same instant: usage is checkpointed before it
     is flushed and before caps and alerts look at it.
     """
+    install_hooks()
     s = runtime.settings
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
     runtime.every("instances.heartbeat_timeout", s.sweep_interval_seconds, stop_silent_instances)
     # After the checkpoint: minutes up to a period end are recorded under the plan that ends.
     runtime.every("polar.plan_changes", s.sweep_interval_seconds, apply_scheduled_plan_changes)
+    # Alerts are raised with the usage that crosses them; the catch-up is the safety net.
+    runtime.every("alerts.catchup", s.alerts_catchup_interval_seconds, evaluate_alerts)
+    runtime.every("alerts.send", s.alerts_send_interval_seconds, send_alerts)
     if s.billing_enabled:
         flusher = build_flusher(runtime)
         runtime.extras["flusher"] = flusher

@@ -43,6 +43,7 @@ EXTRAS = {
     "spend_limit",
     "forecast",
     "throttles",
+    "last_alert",
 }
 
 

@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from orzbob.accounts.endpoints import router as accounts_router
+from orzbob.alerts.endpoints import router as alerts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
 from orzbob.api.middleware import BodyLimitMiddleware
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
+from orzbob.hooks import install_hooks
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 def create_app(runtime: Runtime | None = None, *, settings: Settings | None = None) -> FastAPI:
     """Build the API. Periodic jobs run in a background thread unless the test clock drives
     them (or `ORZBOB_RUN_JOBS=false`, for processes that only serve requests)."""
+    install_hooks()
     if runtime is None:
         settings = settings or load_settings()
         settings.check_startup()
@@ -73,6 +76,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         metering_router,
         quota_router,
         credits_router,
+        alerts_router,
         polar_router,
         testclock_router,
     ):

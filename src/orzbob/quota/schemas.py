@@ -58,6 +58,15 @@ class ThrottleOut(BaseModel):
     lifts_at: datetime | None
 
 
+class LastAlertOut(BaseModel):
+    kind: str = Field(description='"allowance" or "spend_limit"')
+    threshold: int = Field(description="Percent of the allowance or of the spend limit.")
+    state: str = Field(description="pending, sent, covered, undeliverable or failed")
+    created_at: datetime
+    sent_at: datetime | None
+    subject: str
+
+
 class BillingOut(BaseModel):
     organization: str
     plan: str
@@ -79,6 +88,7 @@ class BillingOut(BaseModel):
     spend_limit: str | None
     forecast: ForecastOut
     throttles: list[ThrottleOut]
+    last_alert: LastAlertOut | None = Field(None, description="This period's latest budget alert.")
 
     @classmethod
     def from_status(cls, s: QuotaStatus) -> BillingOut:
@@ -135,6 +145,7 @@ class BillingOut(BaseModel):
             throttles=[
                 ThrottleOut(cap=t.cap, detail=t.detail, lifts_at=t.lifts_at) for t in s.throttles
             ],
+            last_alert=s.extras.get("last_alert"),
         )
 
 

@@ -8,9 +8,11 @@ primary-key lookups however much the org has run.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -77,6 +79,8 @@ class QuotaStatus:
     today_minutes: int
     forecast: Forecast
     throttles: list[Throttle]
+    # Read-model additions of higher domains, filled by `status_hooks` (alerts: "last_alert").
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def remaining_small_minutes(self) -> int:
@@ -85,6 +89,14 @@ class QuotaStatus:
     @property
     def throttle_status(self) -> str:
         return self.throttles[0].cap if self.throttles else "none"
+
+
+# Higher domains add to every status read (alerts: the last alert) without quota importing them.
+StatusHook = Callable[[Session, "QuotaStatus"], None]
+status_hooks: list[StatusHook] = []
+# Called after an org's spend limit changed, in that transaction (alerts re-arm thresholds).
+SpendLimitHook = Callable[[Session, Org, Catalog, datetime], None]
+spend_limit_hooks: list[SpendLimitHook] = []
 
 
 def floor_hundredths(value: Decimal) -> Decimal:
@@ -199,6 +211,8 @@ class QuotaService:
             throttles=[],
         )
         status.throttles.extend(self._throttles(status, catalog))
+        for hook in status_hooks:
+            hook(session, status)
         return status
 
     def status_of(
@@ -257,6 +271,7 @@ class QuotaService:
         *,
         actor: Principal,
         now: datetime,
+        catalog: Catalog,
     ) -> Org:
         """Set (or with None remove) the org's spend limit, and log the change."""
         if amount is not None and amount <= 0:
@@ -278,6 +293,8 @@ class QuotaService:
                 "to": None if amount is None else str(amount),
             },
         )
+        for hook in spend_limit_hooks:
+            hook(session, org, catalog, now)
         return org
 
 
