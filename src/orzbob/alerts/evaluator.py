@@ -34,8 +34,10 @@ Rows = dict[ThresholdKey, BudgetAlert]
 
 
 def message_id(alert_id: uuid.UUID, generation: int, resend: int = 0) -> str:
+    """Stable per alert generation (a crash resend is the same message); short enough that
+    the header is never folded."""
     suffix = f".r{resend}" if resend else ""
-    return f"<budget-alert.{alert_id}.{generation}{suffix}@{MESSAGE_ID_DOMAIN}>"
+    return f"<{alert_id.hex}.{generation}{suffix}@{MESSAGE_ID_DOMAIN}>"
 
 
 class AlertEvaluator:

@@ -3,6 +3,7 @@ the documentation always shows what the templates really send."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def write_examples(catalog: Catalog, out: Path, *, manage_url: str) -> list[Path
         msg = build_message(
             facts,
             subject=subject_for(facts),
-            message_id=message_id(_ID, 1),  # type: ignore[arg-type]
+            message_id=message_id(uuid.UUID(_ID), 1),
             sender="Orzbob Cloud Billing <billing@orzbob.cloud>",
             recipients=["billing@acme-robotics.example"],
             created_at=_AT,
