@@ -46,6 +46,8 @@ class SinkHandler:
     """aiosmtpd handler. The fault knobs are plain attributes, set from any thread."""
 
     def __init__(self, maildir: Path | None = None) -> None:
+        if maildir:
+            maildir.parent.mkdir(parents=True, exist_ok=True)
         self.maildir = mailbox.Maildir(maildir, create=True) if maildir else None
         self.messages: list[Received] = []
         self._lock = threading.Lock()
@@ -84,7 +86,8 @@ class SinkHandler:
 
     def store(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> str:
         with self._lock:
-            key = self.maildir.add(raw) if self.maildir else str(len(self.messages) + 1)
+            # (An empty Maildir is falsy: it has a length.)
+            key = self.maildir.add(raw) if self.maildir is not None else str(len(self.messages) + 1)
             self.messages.append(Received(key, mail_from, rcpt_tos, parse(raw), datetime.now(UTC)))
             return key
 
