@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(None, validation_alias="SMTP_USERNAME")
     smtp_password: SecretStr | None = Field(None, validation_alias="SMTP_PASSWORD")
     smtp_starttls: bool = Field(False, validation_alias="SMTP_STARTTLS")
+    # CA bundle that signs the SMTP server's certificate, when it is not a public CA.
+    smtp_ca_file: Path | None = Field(None, validation_alias="SMTP_CA_FILE")
     smtp_timeout_seconds: float = Field(30.0, gt=0, le=600, validation_alias="SMTP_TIMEOUT_SECONDS")
     # "Orzbob Billing <billing@orzbob.cloud>" or a bare address.
     email_from_address: str = Field("billing@orzbob.cloud", validation_alias="EMAIL_FROM_ADDRESS")

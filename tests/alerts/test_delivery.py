@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,6 +262,44 @@ def test_smtp_login_works_and_a_refused_login_waits_without_logging_the_password
         assert "wrong-pw-123" not in caplog.text and "wrong-pw-123" not in (row.last_error or "")
         runtime.settings = runtime.settings.model_copy(
             update={"smtp_password": SecretStr("s3cr3t-pw")}
+        )
+        runtime.extras.pop("alert_sender", None)
+        runtime.clock.advance(3600)  # type: ignore[attr-defined]
+        assert send(runtime).sent == 1
+        assert len(server.handler.received()) == 1
+
+
+@pytest.fixture
+def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_starttls_when_configured_and_a_server_that_requires_it_waits_otherwise(
+    runtime: Runtime, make_org: Callable[..., OrgHandle], tls_cert: tuple[Path, Path]
+) -> None:
+    cert, key = tls_cert
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    with SinkServer(tls_context=context, require_starttls=True) as server:
+        org = make_org("Secure", plan="free-tier")
+        cross_half(runtime, org)
+        runtime.settings = runtime.settings.model_copy(update={"smtp_port": server.port})
+        runtime.extras.pop("alert_sender", None)
+        report = send(runtime)  # plain text to a server that requires TLS: a setting to fix
+        assert report.stopped and "530" in report.stopped
+        row = alerts(runtime, org.id)[("allowance", 50)]
+        assert row.state == "pending" and "530" in (row.last_error or "")
+        runtime.settings = runtime.settings.model_copy(
+            update={"smtp_starttls": True, "smtp_ca_file": cert}
         )
         runtime.extras.pop("alert_sender", None)
         runtime.clock.advance(3600)  # type: ignore[attr-defined]

@@ -113,6 +113,28 @@ class AlertRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    def renew_claim(
+        self,
+        session: Session,
+        alert_id: uuid.UUID,
+        *,
+        worker: str,
+        generation: int,
+        until: datetime,
+    ) -> bool:
+        result = session.execute(
+            update(BudgetAlert)
+            .where(
+                BudgetAlert.id == alert_id,
+                BudgetAlert.claimed_by == worker,
+                BudgetAlert.generation == generation,
+                BudgetAlert.state == AlertState.PENDING.value,
+            )
+            .values(claim_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     def unsent(self, session: Session) -> tuple[int, datetime | None]:
         count, oldest = session.execute(
             select(func.count(), func.min(BudgetAlert.created_at)).where(

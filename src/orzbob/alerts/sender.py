@@ -67,6 +67,11 @@ def manage_url(settings: Settings, facts: dict[str, Any]) -> str:
     return settings.public_url.rstrip("/") + "/"
 
 
+# Replies about us, not about a message: login or TLS required, login refused. They would
+# refuse every alert alike, so they are retried (and logged) until the setting is fixed.
+_CONFIG_CODES = frozenset({530, 534, 535, 538})
+
+
 def _reply(code: int, message: str) -> str:
     return f"{code} {message}".strip()[:2000]
 
@@ -151,6 +156,7 @@ class AlertSender:
             username=s.smtp_username or None,
             password=password if s.smtp_username else None,
             start_tls=s.smtp_starttls,
+            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
             timeout=s.smtp_timeout_seconds,
         )
 
@@ -169,6 +175,8 @@ class AlertSender:
             raise _Blocked(f"SMTP {where} unreachable: {exc}") from exc
         try:
             for i, item in enumerate(batch):
+                if not self._still_mine(item):
+                    continue
                 try:
                     errors, message = await smtp.send_message(
                         item.message, sender=self.settings.email_from_mailbox,
@@ -182,6 +190,13 @@ class AlertSender:
                     else:
                         self._retry(item, replies, "4xx", report)
                 except aiosmtplib.SMTPResponseException as exc:
+                    if exc.code in _CONFIG_CODES or (
+                        isinstance(exc, aiosmtplib.SMTPSenderRefused) and exc.code >= 500
+                    ):
+                        error = f"the SMTP server refuses us: {_reply(exc.code, exc.message)}"
+                        log.error("%s (check the SMTP_* and EMAIL_FROM_ADDRESS settings)", error)
+                        self._retry_all(batch[i:], error, "config", report)
+                        raise _Blocked(error) from exc
                     if 500 <= exc.code < 600:
                         self._final(item, AlertState.FAILED, _reply(exc.code, exc.message), report)
                     else:
@@ -213,6 +228,21 @@ class AlertSender:
                 "alert %s changed while it was being sent (re-armed or taken over)", item.id
             )
         return done
+
+    def _still_mine(self, item: Outgoing) -> bool:
+        """Renew this alert's lease just before sending it, so a slow batch never lets
+        another sender take it over mid-way (and skip it if that already happened)."""
+        with session_scope(self.sessions) as s:
+            mine = alert_repository.renew_claim(
+                s,
+                item.id,
+                worker=self.worker_id,
+                generation=item.generation,
+                until=datetime.now(UTC) + self.lease,
+            )
+        if not mine:
+            log.warning("alert %s was taken over or re-armed before it was sent", item.id)
+        return mine
 
     def _sent(self, item: Outgoing, reply: str, refused: str | None, report: SendReport) -> None:
         if self._finish(
