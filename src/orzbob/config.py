@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: int = Field(60, ge=1, validation_alias="SWEEP_INTERVAL_SECONDS")
     max_body_bytes: int = Field(1_048_576, validation_alias="ORZBOB_MAX_BODY_BYTES")
 
+    @field_validator("smtp_ca_file", "polar_customer_portal_url", "smtp_username", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        # `.env.example` leaves optional values blank; blank means "not set".
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("email_from_address")
     @classmethod
     def _from_address(cls, v: str) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -172,3 +173,30 @@ def test_a_named_sender_address_is_accepted_and_used(
     assert msg.mail_from == "billing@orzbob.test"
     assert msg.message["From"] == "Orzbob Billing <billing@orzbob.test>"
     assert alerts(runtime, org.id)[("allowance", 50)].state == "sent"
+
+
+def test_the_example_env_file_is_valid_and_blank_optional_values_are_unset() -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    s = Settings(_env_file=example)  # type: ignore[call-arg]
+    assert s.smtp_ca_file is None and s.smtp_username is None
+    assert s.polar_customer_portal_url is None and s.email_from_mailbox == "billing@orzbob.cloud"
+
+
+def test_polar_customers_get_the_customer_portal_link(
+    runtime: Runtime, make_org: Callable[..., OrgHandle], smtp: SinkServer
+) -> None:
+    from sqlalchemy import update
+
+    from orzbob.accounts.models import Org
+
+    portal = "https://polar.sh/orzbob/portal"
+    runtime.settings = runtime.settings.model_copy(update={"polar_customer_portal_url": portal})
+    payer, free = make_org("Payer", plan="free-tier"), make_org("Free", plan="free-tier")
+    with runtime.session() as s:
+        s.execute(update(Org).where(Org.id == payer.id).values(polar_customer_id="cus_1"))
+    for org in (payer, free):
+        Meter(runtime, org.id).use("small", PERIOD_START, 300)
+    send(runtime)
+    links = {m.message["Subject"].split("] ")[1].split()[0]: m.part("html") for m in mails(smtp)}
+    assert f'href="{portal}"' in links["Payer"]
+    assert 'href="https://cloud.orzbob.test/"' in links["Free"]
