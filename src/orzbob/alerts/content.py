@@ -73,6 +73,11 @@ def facts_for(
         "spend_percent": None if spend_percent is None else str(spend_percent),
         "forecast_hours": str(floor_hundredths(status.forecast.projected_small_minutes / 60)),
         "forecast_bill": format_usd(status.forecast.projected_bill),
+        "runs_out_at": (
+            None
+            if status.forecast.allowance_runs_out_at is None
+            else status.forecast.allowance_runs_out_at.isoformat()
+        ),
         "period_start": status.period.start.isoformat(),
         "reset_date": status.period.end.isoformat(),
         "rates": [
@@ -104,8 +109,12 @@ def subject_for(facts: dict[str, Any]) -> str:
 
 def _context(facts: dict[str, Any], manage_url: str) -> dict[str, Any]:
     reset = datetime.fromisoformat(facts["reset_date"])
+    runs_out = facts.get("runs_out_at")
     return {
         **facts,
+        "runs_out": None
+        if not runs_out or facts["threshold"] >= 100 or facts["kind"] != "allowance"
+        else f"{datetime.fromisoformat(runs_out):%B %-d, %Y %H:%M} UTC",
         "product": PRODUCT,
         "manage_url": manage_url,
         "reset_day": f"{reset:%B} {reset.day}, {reset:%Y}",

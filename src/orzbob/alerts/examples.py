@@ -55,7 +55,7 @@ def examples(catalog: Catalog) -> dict[str, dict[str, Any]]:
         "allowance-50-free-tier": _facts(
             catalog, "free-tier", kind="allowance", threshold=50, hours_used="5.00",
             percent_used="50.00", estimate="$0.00", forecast_hours="10.71",
-            forecast_bill="$0.00",
+            forecast_bill="$0.00", runs_out_at="2026-04-08T06:10:00+00:00",
         ),
         "allowance-100-free-tier": _facts(
             catalog, "free-tier", kind="allowance", threshold=100, hours_used="10.00",
@@ -65,7 +65,7 @@ def examples(catalog: Catalog) -> dict[str, dict[str, Any]]:
         "allowance-90-base-plus-usage": _facts(
             catalog, "base-plus-usage", kind="allowance", threshold=90, hours_used="180.00",
             percent_used="90.00", estimate="$20.00", forecast_hours="385.71",
-            forecast_bill="$35.45",
+            forecast_bill="$35.45", runs_out_at="2026-03-26T09:20:00+00:00",
         ),
         "allowance-100-base-plus-usage": _facts(
             catalog, "base-plus-usage", kind="allowance", threshold=100, hours_used="200.00",
