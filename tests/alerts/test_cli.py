@@ -128,3 +128,11 @@ def test_the_examples_in_docs_are_what_the_templates_render(tmp_path: Path) -> N
     paid = (tmp_path / "allowance-100-base-plus-usage.txt").read_text()
     assert "Overage has started" in paid and "$2.08 an hour" in paid
     assert "your instances pause" in (tmp_path / "spend-limit-80.txt").read_text()
+
+
+def test_the_mail_sink_never_starts_in_production(settings: Settings) -> None:
+    import typer
+
+    production = settings.model_copy(update={"env": "production", "test_clock": False})
+    with pytest.raises(typer.Exit), local_mail_for_dev(production, smtp_port=0, web_port=0):
+        pass  # pragma: no cover - refused before it yields
