@@ -13,6 +13,7 @@ from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, 
 from orzbob.polar.client import PolarGateway
 from orzbob.polar.tasks import apply_scheduled_plan_changes, create_missing_customers
 from orzbob.runtime import Runtime
+from orzbob.throttle.tasks import sweep_caps
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,12 @@ def register_jobs(runtime: Runtime) -> None:
     """
     install_hooks()
     s = runtime.settings
+    install_hooks()
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
     runtime.every("instances.heartbeat_timeout", s.sweep_interval_seconds, stop_silent_instances)
+    # After the checkpoint, so the rollups it reads are fresh; a cap cuts usage at its own
+    # moment whenever the sweep runs.
+    runtime.every("throttle.sweep", s.sweep_interval_seconds, sweep_caps)
     # After the checkpoint: minutes up to a period end are recorded under the plan that ends.
     runtime.every("polar.plan_changes", s.sweep_interval_seconds, apply_scheduled_plan_changes)
     # Alerts are raised with the usage that crosses them; the catch-up is the safety net.

@@ -20,10 +20,19 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from orzbob.accounts.models import Role
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
 from orzbob.cli.main import app as orz
 from orzbob.runtime import Runtime
-from tests.conftest import OrgHandle
+from tests.conftest import OrgHandle, without_time_caps
 from tests.quota.usage import run
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    # These tests run one instance for days: the time caps are tested in tests/throttle.
+    return without_time_caps(default_catalog())
+
 
 HOUR = 3600
 Invoke = Callable[..., Result]

@@ -20,7 +20,7 @@ from orzbob.alerts.models import THRESHOLDS, AlertKind, AlertState, BudgetAlert
 from orzbob.alerts.repository import ThresholdKey, alert_repository
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
-from orzbob.kit.db import new_id
+from orzbob.kit.db import new_id, on_commit
 from orzbob.kit.money import to_cents
 from orzbob.quota.allocation import lock_periods, org_period
 from orzbob.quota.periods import Period
@@ -264,7 +264,7 @@ class AlertEvaluator:
             state, error = AlertState.PENDING, None
         else:
             state, error = AlertState.UNDELIVERABLE, "The organization has no billing contact."
-            metrics.alerts_failed_total.labels(kind=kind.value).inc()
+            on_commit(session, metrics.alerts_failed_total.labels(kind=kind.value).inc)
         row = rows.get((kind.value, threshold))
         if row is None:
             row = BudgetAlert(

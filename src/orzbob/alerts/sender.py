@@ -33,7 +33,7 @@ from orzbob.alerts.repository import alert_repository
 from orzbob.config import Settings
 from orzbob.kit import metrics
 from orzbob.kit.clock import Clock
-from orzbob.kit.db import session_scope
+from orzbob.kit.db import on_commit, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class AlertSender:
                     alert.last_error = "The organization has no billing contact."
                     alert.recipients = []
                     report.undeliverable += 1
-                    metrics.alerts_failed_total.labels(kind=alert.kind).inc()
+                    on_commit(s, metrics.alerts_failed_total.labels(kind=alert.kind).inc)
                     continue
                 alert.recipients = contacts
                 alert.attempts += 1

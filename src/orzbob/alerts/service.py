@@ -16,7 +16,7 @@ from orzbob.alerts.schemas import AlertOut
 from orzbob.credits.audit import audit_service
 from orzbob.kit.errors import Conflict, NotFound
 from orzbob.quota.allocation import org_period
-from orzbob.quota.service import QuotaStatus
+from orzbob.quota.schemas import LastAlertOut
 
 RESENDABLE = (AlertState.SENT, AlertState.FAILED, AlertState.UNDELIVERABLE)
 
@@ -56,20 +56,20 @@ class AlertService:
         account_service.get_org(session, org_id)
         return alert_repository.list_for_org(session, org_id, period_start=None, limit=limit)
 
-    def add_last_alert(self, session: Session, status: QuotaStatus) -> None:
-        """The status hook: `last_alert` of the billing object."""
-        a = alert_repository.last_for_period(session, status.org_id, status.period.start)
-        status.extras["last_alert"] = (
-            None
-            if a is None
-            else {
-                "kind": a.kind,
-                "threshold": a.threshold,
-                "state": a.state,
-                "created_at": a.created_at,
-                "sent_at": a.sent_at,
-                "subject": a.subject,
-            }
+    def last_alert(
+        self, session: Session, org_id: uuid.UUID, period_start: datetime
+    ) -> LastAlertOut | None:
+        """`last_alert` of the billing object: the period's latest alert still in force."""
+        a = alert_repository.last_for_period(session, org_id, period_start)
+        if a is None:
+            return None
+        return LastAlertOut(
+            kind=a.kind,
+            threshold=a.threshold,
+            state=a.state,
+            created_at=a.created_at,
+            sent_at=a.sent_at,
+            subject=a.subject,
         )
 
     def resend(

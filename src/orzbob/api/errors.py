@@ -31,7 +31,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OrzbobError)
     async def _orzbob(_: Request, exc: OrzbobError) -> JSONResponse:
         return JSONResponse(
-            {"error": exc.error, "detail": exc.detail},
+            {"error": exc.error, "detail": exc.detail, **exc.extra},
             status_code=exc.status_code,
             headers=exc.headers,
         )

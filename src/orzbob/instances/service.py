@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -20,6 +21,7 @@ from orzbob.catalog.models import Catalog
 from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, Reason, State
 from orzbob.instances.providers import Provider, default_provider
 from orzbob.kit import metrics
+from orzbob.kit.db import on_commit
 from orzbob.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
 from orzbob.metering.service import metering_service
 
@@ -27,6 +29,19 @@ from orzbob.metering.service import metering_service
 # forbids running and when it lifts. The throttle domain adds its caps here.
 RunCheck = Callable[[Session, Org, datetime, Catalog], None]
 run_checks: list[RunCheck] = []
+# Checks run on every heartbeat of a running, locked instance: the moment a cap was reached
+# and the cap's reason, if one was. The throttle domain adds its caps here.
+CapCheck = Callable[[Session, Org, Instance, datetime, Catalog], "tuple[datetime, str] | None"]
+cap_checks: list[CapCheck] = []
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat did: the instance, and the cap that paused it, if one did."""
+
+    instance: Instance
+    paused_by: str | None = None
+    cap_reached_at: datetime | None = None
 
 
 class InstanceService:
@@ -164,8 +179,12 @@ class InstanceService:
         instance_id: uuid.UUID,
         *,
         active: bool,
+        source: str | None = None,
+        catalog: Catalog,
         now: datetime,
-    ) -> Instance:
+    ) -> Beat:
+        """Record a sign of life (and of activity, with what was active); a running instance
+        that has reached a cap pauses at once, its usage closed at the cap's moment."""
         instance = self.get(session, org_id, instance_id, lock=True)
         if instance.state == State.STOPPED.value:
             raise Conflict(
@@ -173,10 +192,36 @@ class InstanceService:
                 "it no longer accepts heartbeats. Create a new instance."
             )
         instance.last_seen_at = max(instance.last_seen_at, now)
-        if active:
-            instance.last_active_at = max(instance.last_active_at, now)
+        beat = Beat(instance)
+        if instance.state == State.RUNNING.value and cap_checks:
+            # Caps are judged before this beat's activity counts: activity reported now
+            # cannot undo an idle timeout that was due before it (the sweep may run late).
+            beat = self._check_caps(session, instance, catalog=catalog, now=now)
+        if active and now >= instance.last_active_at:
+            instance.last_active_at = now
+            instance.last_active_source = source
         session.flush()
-        return instance
+        return beat
+
+    def _check_caps(
+        self, session: Session, instance: Instance, *, catalog: Catalog, now: datetime
+    ) -> Beat:
+        org = account_service.get_org(session, instance.org_id)
+        for check in cap_checks:
+            reached = check(session, org, instance, now, catalog)
+            if reached is not None:
+                at, cap = reached
+                self.system_transition(
+                    session,
+                    instance,
+                    State.PAUSED,
+                    Reason(cap),
+                    catalog=catalog,
+                    now=now,
+                    close_at=at,
+                )
+                return Beat(instance, paused_by=cap, cap_reached_at=at)
+        return Beat(instance)
 
     # -- the state machine -------------------------------------------------------------
     def _require(self, instance: Instance, to: State) -> None:
@@ -228,11 +273,12 @@ class InstanceService:
         instance.state = to.value
         instance.reason = reason.value if reason else None
         instance.state_changed_at = now
+        label = instance.reason or "none"
         if to == State.STOPPED:
             instance.stopped_at = now
-            metrics.instances_stopped_total.labels(reason=instance.reason or "none").inc()
+            on_commit(session, metrics.instances_stopped_total.labels(label).inc)
         elif to == State.PAUSED:
-            metrics.instances_paused_total.labels(reason=instance.reason or "none").inc()
+            on_commit(session, metrics.instances_paused_total.labels(label).inc)
         session.add(
             InstanceEvent(
                 instance_id=instance.id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -163,6 +163,26 @@ def upsert_add(
     stmt = module.insert(table).values(list(rows))
     adds = {col: table.c[col] + stmt.excluded[col] for col in rows[0] if col not in set(keys)}
     session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=adds))
+
+
+_AFTER_COMMIT = "orzbob_after_commit"
+
+
+def on_commit(session: Session, fn: Callable[[], object]) -> None:
+    """Run `fn` once the session's current transaction has committed (never on rollback):
+    counters of things that happened must not count what was rolled back."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for fn in session.info.pop(_AFTER_COMMIT, []):
+        fn()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 def dialect_name(session: Session) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,16 @@ from orzbob.quota.periods import boundaries_between
 
 _MICROSECOND = timedelta(microseconds=1)
 
+# Caps cut usage (SPEC §6): the throttle domain registers limiters that say, for the open
+# segments of the given orgs, the latest instant each may be counted to. `closing` maps a
+# segment being closed to the moment it closes (a user's pause counts up to then, not up to
+# the last heartbeat). Segments a limiter does not name are not limited by it.
+Limiter = Callable[
+    [Session, Sequence[Org], Catalog, datetime, Mapping[uuid.UUID, datetime]],
+    dict[uuid.UUID, datetime],
+]
+limiters: list[Limiter] = []
+
 
 def rounded_minutes(start: datetime, end: datetime) -> int:
     """Minutes from `start` to `end`, rounded up: 61 s is 2 minutes, 60 s is 1."""
@@ -29,6 +39,22 @@ def rounded_minutes(start: datetime, end: datetime) -> int:
 
 
 class MeteringService:
+    def limits(
+        self,
+        session: Session,
+        orgs: Sequence[Org],
+        *,
+        catalog: Catalog,
+        now: datetime,
+        closing: Mapping[uuid.UUID, datetime] | None = None,
+    ) -> dict[uuid.UUID, datetime]:
+        """The earliest limit every registered limiter puts on each open segment."""
+        out: dict[uuid.UUID, datetime] = {}
+        for limiter in limiters:
+            for seg_id, at in limiter(session, orgs, catalog, now, closing or {}).items():
+                out[seg_id] = min(at, out.get(seg_id, at))
+        return out
+
     def open_segment(self, session: Session, instance: Instance, *, at: datetime) -> UsageSegment:
         segment = UsageSegment(
             org_id=instance.org_id,
@@ -64,7 +90,8 @@ class MeteringService:
         segment = self.open_segment_of(session, instance.id)
         if segment is None:
             raise Conflict(f"Instance {instance.id} has no open usage segment.")
-        end = max(at, segment.counted_until)
+        limit = self.limits(session, [org], catalog=catalog, now=now, closing={segment.id: at})
+        end = max(min(at, limit.get(segment.id, at)), segment.counted_until)
         rows = allocate(session, org, self._drafts(segment, org, end), catalog=catalog, now=now)
         segment.ended_at = end
         session.flush()
@@ -82,8 +109,14 @@ class MeteringService:
         """Emit the minutes open segments have accrued up to their instance's last sign of
         life (never past it). Returns the number of usage records written."""
         by_org: dict[uuid.UUID, list[UsageDraft]] = defaultdict(list)
+        limits = self.limits(
+            session,
+            [orgs[o] for o in sorted({seg.org_id for seg, _ in pairs})],
+            catalog=catalog,
+            now=now,
+        )
         for segment, instance in pairs:
-            upto = min(now, instance.last_seen_at)
+            upto = min(now, instance.last_seen_at, limits.get(segment.id, now))
             if upto <= segment.counted_until:
                 continue
             by_org[segment.org_id].extend(self._drafts(segment, orgs[segment.org_id], upto))

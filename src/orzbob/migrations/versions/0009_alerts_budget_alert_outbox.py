@@ -1,7 +1,7 @@
 """alerts: budget alert outbox
 
 Revision ID: 0009_alerts
-Revises: 0006_daily_usage_day
+Revises: 0008_throttle
 Create Date: 2026-11-29 00:44:56.434691
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import orzbob.kit.db
 
 revision = "0009_alerts"
-down_revision = "0006_daily_usage_day"
+down_revision = "0008_throttle"
 branch_labels = None
 depends_on = None
 
