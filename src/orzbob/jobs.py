@@ -24,7 +24,6 @@ def register_jobs(runtime: Runtime) -> None:
     Order matters when several fall due at the same instant: usage is checkpointed before it
     is flushed and before caps and alerts look at it.
     """
-    install_hooks()
     s = runtime.settings
     install_hooks()
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)

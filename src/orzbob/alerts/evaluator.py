@@ -25,7 +25,7 @@ from orzbob.kit.money import to_cents
 from orzbob.quota.allocation import lock_periods, org_period
 from orzbob.quota.periods import Period
 from orzbob.quota.service import QuotaStatus, quota_service
-from orzbob.quota.totals import period_totals
+from orzbob.quota.totals import PeriodTotals, period_totals
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class AlertEvaluator:
         self,
         org: Org,
         catalog: Catalog,
-        totals: Any,
+        totals: PeriodTotals,
         rows: Rows,
         added: dict[tuple[uuid.UUID, datetime], int] | None,
         key: tuple[uuid.UUID, datetime],
