@@ -165,3 +165,41 @@ def test_an_upgrade_rearms_the_allowance_thresholds_the_new_plan_puts_out_of_rea
     assert len(mails(smtp)) == 2 and "50%" in subjects(smtp)[1]
     assert "Base + Usage" in mails(smtp)[1].part("plain")
     assert states(runtime, org.id)[("allowance", 90)] == "rearmed"
+
+
+def test_the_alert_is_written_in_the_usage_transaction_and_rolls_back_with_it(
+    runtime: Runtime, make_org: Callable[..., OrgHandle], smtp: SinkServer
+) -> None:
+    import pytest
+
+    from orzbob.accounts.service import account_service
+    from orzbob.quota.allocation import allocate
+
+    org = make_org("Atomic", plan="free-tier")
+    meter = Meter(runtime, org.id)
+    drafts = meter.drafts("small", PERIOD_START, 300)
+    with pytest.raises(RuntimeError), runtime.session() as s:
+        allocate(
+            s,
+            account_service.get_org(s, org.id),
+            drafts,
+            catalog=runtime.catalog,
+            now=runtime.clock.now(),
+        )
+        assert set(alerts_in(s, org)) == {("allowance", 50)}  # raised with the usage...
+        raise RuntimeError("the usage transaction fails")
+    assert alerts(runtime, org.id) == {}  # ...and gone with it
+    meter.record(drafts)
+    send(runtime)
+    assert len(mails(smtp)) == 1
+
+
+def alerts_in(session: object, org: OrgHandle) -> list[tuple[str, int]]:
+    from sqlalchemy import select
+
+    from orzbob.alerts.models import BudgetAlert
+
+    rows = session.scalars(  # type: ignore[attr-defined]
+        select(BudgetAlert).where(BudgetAlert.org_id == org.id)
+    )
+    return [(a.kind, a.threshold) for a in rows]
