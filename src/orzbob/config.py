@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import re
 import uuid
+from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orzbob.kit.errors import ConfigError
 
 LOCAL_POLAR_URL = "http://127.0.0.1:8765"
 POLAR_TOKEN_PREFIXES = ("polar_oat_", "polar_pat_", "polar_at_o_", "polar_at_u_")
+_MAILBOX = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[A-Za-z]{2,}$")
 _PLACEHOLDER = re.compile(
     r"^(|changeme|change-me|replace-?me|todo|xxx+|secret|<.*>|your[-_].*)$", re.I
 )
@@ -58,12 +60,28 @@ class Settings(BaseSettings):
     polar_api_url: str = Field(LOCAL_POLAR_URL, validation_alias="POLAR_API_URL")
     polar_timeout_seconds: float = Field(10.0, validation_alias="POLAR_TIMEOUT_SECONDS")
 
-    smtp_host: str = Field("127.0.0.1", validation_alias="SMTP_HOST")
-    smtp_port: int = Field(1025, validation_alias="SMTP_PORT")
+    smtp_host: str = Field("127.0.0.1", min_length=1, validation_alias="SMTP_HOST")
+    smtp_port: int = Field(1025, ge=1, le=65535, validation_alias="SMTP_PORT")
     smtp_username: str | None = Field(None, validation_alias="SMTP_USERNAME")
     smtp_password: SecretStr | None = Field(None, validation_alias="SMTP_PASSWORD")
     smtp_starttls: bool = Field(False, validation_alias="SMTP_STARTTLS")
+    # CA bundle that signs the SMTP server's certificate, when it is not a public CA.
+    smtp_ca_file: Path | None = Field(None, validation_alias="SMTP_CA_FILE")
+    smtp_timeout_seconds: float = Field(30.0, gt=0, le=600, validation_alias="SMTP_TIMEOUT_SECONDS")
+    # "Orzbob Billing <billing@orzbob.cloud>" or a bare address.
     email_from_address: str = Field("billing@orzbob.cloud", validation_alias="EMAIL_FROM_ADDRESS")
+    # Polar's customer portal for this organization (https://polar.sh/<org-slug>/portal):
+    # alert e-mails link there for orgs that are Polar customers, else to ORZBOB_PUBLIC_URL.
+    polar_customer_portal_url: str | None = Field(
+        None, validation_alias="POLAR_CUSTOMER_PORTAL_URL"
+    )
+    alerts_send_interval_seconds: int = Field(
+        10, ge=1, validation_alias="ALERTS_SEND_INTERVAL_SECONDS"
+    )
+    # Alerts are raised as usage is written; this periodic pass is only the safety net.
+    alerts_catchup_interval_seconds: int = Field(
+        900, ge=1, validation_alias="ALERTS_CATCHUP_INTERVAL_SECONDS"
+    )
 
     test_clock: bool = Field(False, validation_alias="ORZBOB_TEST_CLOCK")
     run_jobs: bool = Field(True, validation_alias="ORZBOB_RUN_JOBS")
@@ -72,6 +90,27 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: int = Field(300, ge=30, validation_alias="HEARTBEAT_TIMEOUT_SECONDS")
     sweep_interval_seconds: int = Field(60, ge=1, validation_alias="SWEEP_INTERVAL_SECONDS")
     max_body_bytes: int = Field(1_048_576, validation_alias="ORZBOB_MAX_BODY_BYTES")
+
+    @field_validator("smtp_ca_file", "polar_customer_portal_url", "smtp_username", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        # `.env.example` leaves optional values blank; blank means "not set".
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("email_from_address")
+    @classmethod
+    def _from_address(cls, v: str) -> str:
+        _, address = parseaddr(v)
+        if not _MAILBOX.match(address) or any(c in v for c in "\r\n"):
+            raise ValueError(
+                "EMAIL_FROM_ADDRESS must be an e-mail address such as billing@example.com "
+                "or Billing <billing@example.com>"
+            )
+        return v.strip()
+
+    @property
+    def email_from_mailbox(self) -> str:
+        return parseaddr(self.email_from_address)[1]
 
     @model_validator(mode="after")
     def _test_clock_not_in_production(self) -> Settings:

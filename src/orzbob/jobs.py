@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from orzbob.alerts.tasks import evaluate_alerts, send_alerts
 from orzbob.credits.tasks import ship_credits_to_polar
 from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
@@ -41,6 +42,9 @@ def register_jobs(runtime: Runtime) -> None:
     runtime.every("throttle.sweep", s.sweep_interval_seconds, sweep_caps)
     # After the checkpoint: minutes up to a period end are recorded under the plan that ends.
     runtime.every("polar.plan_changes", s.sweep_interval_seconds, apply_scheduled_plan_changes)
+    # Alerts are raised with the usage that crosses them; the catch-up is the safety net.
+    runtime.every("alerts.catchup", s.alerts_catchup_interval_seconds, evaluate_alerts)
+    runtime.every("alerts.send", s.alerts_send_interval_seconds, send_alerts)
     if s.billing_enabled:
         flusher = build_flusher(runtime)
         runtime.extras["flusher"] = flusher

@@ -1,6 +1,7 @@
 """Imports every table so the metadata (and Alembic) sees the whole schema."""
 
 from orzbob.accounts.models import ApiToken, Org
+from orzbob.alerts.models import BudgetAlert
 from orzbob.credits.models import AuditEntry, CreditGrant
 from orzbob.instances.models import Instance, InstanceEvent
 from orzbob.kit.db import Base
@@ -13,6 +14,7 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "BudgetAlert",
     "CreditGrant",
     "DailyUsage",
     "Instance",

@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -22,22 +23,35 @@ from orzbob.api.app import create_app
 from orzbob.cli.main import app as orz
 from orzbob.credits.models import CreditGrant
 from orzbob.credits.service import ROLE_LIMITS_CENTS
+from orzbob.hooks import install_hooks
 from orzbob.runtime import Runtime
 from tests.docs.runbook_commands import orz_commands, sql_statements
 from tests.metering.polar_support import TOKEN, flusher_for, local_polar, make_records
 from tests.polar.support import SECRET, use_billing
-from tests.serving import serve
+from tests.quota.usage import Meter
+from tests.serving import free_port, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "docs" / "support-runbooks"
 # Run in this order: troubleshooting resumes the paused instance that rectifying then kills.
 ORDER = ["billing-troubleshooting.md", "rectify-incorrect-charges.md"]
+ALL = [*ORDER, "budget-alerts.md"]
 
 
 @dataclass
 class Service:
     env: dict[str, str]
     values: dict[str, str]
+    runtime: Runtime
+
+    def fail_alerts(self) -> None:
+        """Refused for good by the customer's mail server: the case the runbooks resend.
+        Each runbook is its own scenario, so each starts from it."""
+        with self.runtime.session() as s:
+            s.execute(
+                text("UPDATE budget_alerts SET state = 'failed', last_error = :e"),
+                {"e": "550 rejected as spam"},
+            )
 
 
 @pytest.fixture
@@ -45,7 +59,10 @@ def service(runtime: Runtime, db_url: str, tmp_path: Path) -> Iterator[Service]:
     """A customer org with usage at Polar, a paused instance, a failed credit and staff."""
     with local_polar(tmp_path, accept_future_timestamps=True) as polar:
         use_billing(runtime, polar)
+        install_hooks()  # usage raises alerts, as in the service
         org_id, _ = make_records(runtime, 3, plan="base-plus-usage")
+        # 4 gpu hours: 50 % of the allowance, so there is a budget alert to resend.
+        Meter(runtime, org_id).use("gpu", runtime.clock.now() - timedelta(hours=5), 240)
         flusher_for(runtime, runtime.settings).flush()
         now = runtime.clock.now()
         with runtime.session() as s:
@@ -58,7 +75,10 @@ def service(runtime: Runtime, db_url: str, tmp_path: Path) -> Iterator[Service]:
             record = s.execute(
                 text("SELECT id FROM usage_records ORDER BY id LIMIT 1")
             ).scalar_one()
-            instance = s.execute(text("SELECT id FROM instances LIMIT 1")).scalar_one()
+            instance = s.execute(
+                text("SELECT id FROM instances WHERE state = 'running' LIMIT 1")
+            ).scalar_one()
+            alert = s.execute(text("SELECT id FROM budget_alerts LIMIT 1")).scalar_one()
         with serve(create_app(runtime)) as api:
             auth = {"Authorization": f"Bearer {org_token}"}
             staff_auth = {"Authorization": f"Bearer {staff}"}
@@ -87,15 +107,19 @@ def service(runtime: Runtime, db_url: str, tmp_path: Path) -> Iterator[Service]:
                 "POLAR_API_KEY": TOKEN,
                 "POLAR_WEBHOOK_SECRET": SECRET,
                 "XDG_CONFIG_HOME": str(tmp_path),
+                # Nothing listens here: `orz alerts send` reports the retry and exits cleanly.
+                "SMTP_HOST": "127.0.0.1",
+                "SMTP_PORT": str(free_port()),
             }
             values = {
                 "$ORG": str(org_id),
                 "INSTANCE": str(uuid.UUID(str(instance))),
                 "RECORD_ID": str(uuid.UUID(str(record))),
                 "CREDIT_ID": credit_id,
+                "ALERT_ID": str(uuid.UUID(str(alert))),
                 "orz_...": org_token,
             }
-            yield Service(env, values)
+            yield Service(env, values, runtime)
 
 
 def substitute(arg: str, values: dict[str, str]) -> str:
@@ -107,7 +131,8 @@ def substitute(arg: str, values: dict[str, str]) -> str:
 def test_every_orz_command_in_the_runbooks_runs(service: Service) -> None:
     runner = CliRunner()
     failures, ran = [], 0
-    for name in ORDER:
+    for name in ALL:
+        service.fail_alerts()
         for command in orz_commands(RUNBOOKS / name):
             args = [substitute(a, service.values) for a in command.args]
             result = runner.invoke(orz, args, env=service.env)
@@ -122,7 +147,7 @@ def test_every_orz_command_in_the_runbooks_runs(service: Service) -> None:
 
 
 def test_every_sql_statement_in_the_runbooks_runs(runtime: Runtime) -> None:
-    statements = [s for name in ORDER for s in sql_statements(RUNBOOKS / name)]
+    statements = [s for name in ALL for s in sql_statements(RUNBOOKS / name)]
     assert len(statements) >= 4
     with runtime.session() as s:
         for statement in statements:

@@ -54,6 +54,7 @@ EXTRAS = {
     "throttles",
     "upcoming",
     "as_of",
+    "last_alert",
 }
 
 

@@ -6,7 +6,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from orzbob.accounts.models import Org, Role
-from orzbob.accounts.schemas import OrgCreate, OrgOut, OrgUpdate, PlanChange, TokenCreate, TokenOut
+from orzbob.accounts.schemas import (
+    ContactsIn,
+    OrgCreate,
+    OrgOut,
+    OrgUpdate,
+    PlanChange,
+    TokenCreate,
+    TokenOut,
+)
 from orzbob.accounts.service import Principal, account_service
 from orzbob.api.deps import (
     EngineeringDep,
@@ -49,6 +57,15 @@ def update_my_org(body: OrgUpdate, principal: OrgAdminDep, session: SessionDep) 
     return org_out(
         account_service.update_org(session, org, name=body.name, billing_emails=body.billing_emails)
     )
+
+
+@router.put("/v1/orgs/me/contacts", response_model=OrgOut)
+def set_my_contacts(body: ContactsIn, principal: OrgAdminDep, session: SessionDep) -> OrgOut:
+    """Replace the org's billing contacts (org admins): 1 to 20 valid addresses. Budget
+    alerts and other billing e-mail go to all of them."""
+    assert principal.org_id is not None
+    org = account_service.get_org(session, principal.org_id, lock=True)
+    return org_out(account_service.update_org(session, org, billing_emails=body.billing_emails))
 
 
 @router.post("/v1/orgs/me/tokens", response_model=TokenOut, status_code=201)

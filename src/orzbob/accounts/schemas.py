@@ -49,6 +49,20 @@ class OrgUpdate(BaseModel):
         return None if v is None else [check_email(e) for e in v]
 
 
+class ContactsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    billing_emails: list[str] = Field(
+        min_length=1, max_length=20, description="1 to 20 addresses that receive billing e-mail."
+    )
+
+    @field_validator("billing_emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        # Case-insensitive duplicates would mail the same person twice.
+        return list(dict.fromkeys(check_email(e) for e in v))
+
+
 class OrgOut(BaseModel):
     id: uuid.UUID
     name: str

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from orzbob.accounts.endpoints import router as accounts_router
+from orzbob.alerts.endpoints import router as alerts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
 from orzbob.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
@@ -80,6 +81,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         metering_router,
         billing_router,
         credits_router,
+        alerts_router,
         polar_router,
         reconcile_router,
         testclock_router,

@@ -33,7 +33,7 @@ def set_spend_limit(
     Org admins only; when the estimated bill reaches it, instances pause (`spend_limit`)."""
     assert principal.org_id is not None
     org = quota_service.set_spend_limit(
-        session, principal.org_id, body.amount, actor=principal, now=now
+        session, principal.org_id, body.amount, actor=principal, now=now, catalog=runtime.catalog
     )
     return billing_service.read(session, org, catalog=runtime.catalog, now=now)
 

@@ -1,5 +1,5 @@
 """The billing read model behind GET /v1/billing: the quota status composed with the caps
-that hold now and the ones coming within the hour."""
+that hold now and the ones coming within the hour, and the period's latest budget alert."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
+from orzbob.alerts.service import alert_service
 from orzbob.catalog.models import Catalog
 from orzbob.quota.schemas import BillingOut, ThrottleOut, UpcomingOut
 from orzbob.quota.service import quota_service
@@ -33,7 +34,12 @@ class BillingService:
             )
             for u in throttle_service.upcoming(session, org, catalog=catalog, now=now)
         ]
-        return BillingOut.from_status(status, throttles=throttles, upcoming=upcoming)
+        return BillingOut.from_status(
+            status,
+            throttles=throttles,
+            upcoming=upcoming,
+            last_alert=alert_service.last_alert(session, org.id, status.period.start),
+        )
 
     def read_of(
         self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime

@@ -21,6 +21,7 @@ from orzbob.config import Settings
 from orzbob.runtime import Runtime
 
 LOCAL_DB = Path("var/polar-local.db")
+LOCAL_MAIL = Path("var/mail")
 
 
 def _reachable_host(host: str) -> str:
@@ -106,3 +107,42 @@ def _sync(settings: Settings, runtime: Runtime) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+@contextmanager
+def local_mail_for_dev(
+    settings: Settings, *, smtp_port: int = 1025, web_port: int = 8025
+) -> Iterator[Settings]:
+    """Start the local mail sink (SMTP, kept in ./var/mail, shown on a web page) and yield
+    settings that send alert e-mail to it. Development only: `orz server` never starts it."""
+    from orzbob.alerts.local_sink import SinkHandler, SinkServer, viewer_app
+    from orzbob.polar.local_server import ServerThread
+
+    if settings.env == "production":
+        fail("`orz dev` is for development; use `orz server` with a real SMTP server")
+    handler = SinkHandler(LOCAL_MAIL)
+    try:
+        sink = SinkServer(handler, port=smtp_port).start()
+        web = ServerThread(viewer_app(handler), host="127.0.0.1", port=web_port)
+    except OSError as exc:
+        fail(f"cannot listen on 127.0.0.1:{smtp_port} / :{web_port} for the mail sink ({exc})")
+    web_url = web.start()
+    console.print(
+        f"local mail sink: smtp://127.0.0.1:{sink.port}, messages at {web_url} and with "
+        f"`orz dev mail` (kept in {LOCAL_MAIL}; nothing leaves this machine)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        yield settings.model_copy(
+            update={
+                "smtp_host": "127.0.0.1",
+                "smtp_port": sink.port,
+                "smtp_starttls": False,
+                "smtp_username": None,
+                "smtp_password": None,
+            }
+        )
+    finally:
+        web.stop()
+        sink.stop()

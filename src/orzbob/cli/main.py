@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from orzbob.cli import admin, billing, cloud, demo, ops, reconcile
+from orzbob.cli import admin, alerts, billing, cloud, demo, ops, reconcile
 from orzbob.cli.common import (
     cli_errors,
     console,
@@ -36,6 +36,14 @@ ops.polar_app.command("reconcile")(reconcile.reconcile)
 app.add_typer(ops.polar_app, name="polar")
 app.add_typer(billing.support_app, name="support")
 app.command("demo")(demo.demo)
+app.add_typer(alerts.alerts_app, name="alerts")
+billing.support_app.command("alerts")(alerts.support_alerts)
+dev_app = typer.Typer(
+    help="Local development: the service with a local Polar server and a mail sink.",
+    invoke_without_command=True,
+)
+app.add_typer(dev_app, name="dev")
+dev_app.command("mail")(alerts.dev_mail)
 
 
 @db_app.command("upgrade")
@@ -93,17 +101,30 @@ def _serve(
     )
 
 
-@app.command("dev")
+@dev_app.callback()
 def dev(
+    ctx: typer.Context,
     polar_port: Annotated[
         int, typer.Option("--polar-port", help="Port of the bundled local Polar server.")
     ] = 8765,
+    smtp_port: Annotated[
+        int, typer.Option("--smtp-port", help="SMTP port of the local mail sink.")
+    ] = 1025,
+    mail_port: Annotated[
+        int, typer.Option("--mail-port", help="Web page of the local mail sink.")
+    ] = 8025,
 ) -> None:
     """Run the service for local development: SQLite under ./var, the bundled local Polar
-    server (synced with the catalog) and billing on, so usage flows end to end."""
-    from orzbob.cli.dev import local_polar_for_dev
+    server (synced with the catalog) and billing on, so usage flows end to end, and a local
+    mail sink that keeps every e-mail (`orz dev mail`, or its web page)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from orzbob.cli.dev import local_mail_for_dev, local_polar_for_dev
 
-    with local_polar_for_dev(settings_or_exit(), polar_port=polar_port) as (settings, sync):
+    with (
+        local_polar_for_dev(settings_or_exit(), polar_port=polar_port) as (settings, sync),
+        local_mail_for_dev(settings, smtp_port=smtp_port, web_port=mail_port) as settings,
+    ):
         _serve(settings, host=None, port=None, migrate=True, before_start=sync)
 
 

@@ -75,10 +75,27 @@ cap_sweep_last_success = Gauge(
     registry=REGISTRY,
 )
 alerts_sent_total = Counter(
-    "orzbob_alerts_sent_total", "Budget alert e-mails delivered", ["threshold"], registry=REGISTRY
+    "orzbob_alerts_sent_total", "Budget alert e-mails accepted by SMTP", ["kind"], registry=REGISTRY
 )
-alert_failures_total = Counter(
-    "orzbob_alert_failures_total", "Budget alert delivery failures", registry=REGISTRY
+alerts_failed_total = Counter(
+    "orzbob_alerts_failed_total",
+    "Budget alerts given up on: refused for good (5xx) or undeliverable (no contact)",
+    ["kind"],
+    registry=REGISTRY,
+)
+alerts_retries_total = Counter(
+    "orzbob_alerts_retries_total",
+    "Budget alert deliveries put off for a retry (4xx replies, connection errors)",
+    ["reason"],
+    registry=REGISTRY,
+)
+alerts_unsent = Gauge(
+    "orzbob_alerts_unsent", "Budget alerts raised and not yet delivered", registry=REGISTRY
+)
+alerts_oldest_unsent_seconds = Gauge(
+    "orzbob_alerts_oldest_unsent_seconds",
+    "Age of the oldest budget alert not yet delivered",
+    registry=REGISTRY,
 )
 job_failures_total = Counter(
     "orzbob_job_failures_total", "Periodic job failures", ["job"], registry=REGISTRY

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -20,6 +21,12 @@ from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period, period_for
 
 _EPSILON = timedelta(microseconds=1)
+
+# Called at the end of `allocate_many`, in the same transaction, with the record rows written
+# (the period rows they touched are locked). Higher domains register here (alerts evaluate
+# thresholds) from `orzbob.hooks.install_hooks`.
+UsageRecordedHook = Callable[[Session, Sequence[dict[str, Any]], Catalog, datetime], None]
+usage_recorded_hooks: list[UsageRecordedHook] = []
 
 
 @dataclass(frozen=True)
@@ -195,4 +202,6 @@ def allocate_many(
         [{"org_id": org_id, "day": d, "minutes": m} for (org_id, d), m in sorted(day_sums.items())],
     )
     session.flush()
+    for hook in usage_recorded_hooks:
+        hook(session, rows, catalog, now)
     return rows

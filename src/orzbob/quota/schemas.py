@@ -69,6 +69,15 @@ class UpcomingOut(BaseModel):
     detail: str
 
 
+class LastAlertOut(BaseModel):
+    kind: str = Field(description='"allowance" or "spend_limit"')
+    threshold: int = Field(description="Percent of the allowance or of the spend limit.")
+    state: str = Field(description="pending, sent, covered, undeliverable or failed")
+    created_at: datetime
+    sent_at: datetime | None
+    subject: str
+
+
 class BillingOut(BaseModel):
     organization: str
     plan: str
@@ -94,10 +103,16 @@ class BillingOut(BaseModel):
         description="Caps that will be reached within the next hour at the current rate."
     )
     as_of: datetime = Field(description="The moment these figures are true as of (service clock).")
+    last_alert: LastAlertOut | None = Field(None, description="This period's latest budget alert.")
 
     @classmethod
     def from_status(
-        cls, s: QuotaStatus, *, throttles: list[ThrottleOut], upcoming: list[UpcomingOut]
+        cls,
+        s: QuotaStatus,
+        *,
+        throttles: list[ThrottleOut],
+        upcoming: list[UpcomingOut],
+        last_alert: LastAlertOut | None = None,
     ) -> BillingOut:
         fc = s.forecast
         return cls(
@@ -152,6 +167,7 @@ class BillingOut(BaseModel):
             throttles=throttles,
             upcoming=upcoming,
             as_of=s.now,
+            last_alert=last_alert,
         )
 
 

@@ -8,6 +8,7 @@ primary-key lookups however much the org has run.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
@@ -73,6 +74,11 @@ class QuotaStatus:
     @property
     def remaining_small_minutes(self) -> int:
         return max(0, self.plan.included_small_minutes - self.used_small_minutes)
+
+
+# Called after an org's spend limit changed, in that transaction (alerts re-arm thresholds).
+SpendLimitHook = Callable[[Session, Org, Catalog, datetime], None]
+spend_limit_hooks: list[SpendLimitHook] = []
 
 
 def floor_hundredths(value: Decimal) -> Decimal:
@@ -198,6 +204,7 @@ class QuotaService:
         *,
         actor: Principal,
         now: datetime,
+        catalog: Catalog,
     ) -> Org:
         """Set (or with None remove) the org's spend limit, and log the change."""
         if amount is not None and amount <= 0:
@@ -219,6 +226,8 @@ class QuotaService:
                 "to": None if amount is None else str(amount),
             },
         )
+        for hook in spend_limit_hooks:
+            hook(session, org, catalog, now)
         return org
 
 

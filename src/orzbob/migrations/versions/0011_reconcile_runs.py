@@ -1,7 +1,7 @@
 """polar reconcile: kept reconciliation runs
 
 Revision ID: 0011_reconcile
-Revises: 0008_throttle
+Revises: 0009_alerts
 Create Date: 2026-11-29 01:50:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import orzbob.kit.db
 
 revision = "0011_reconcile"
-down_revision = "0008_throttle"
+down_revision = "0009_alerts"
 branch_labels = None
 depends_on = None
 
