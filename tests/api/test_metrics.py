@@ -46,6 +46,6 @@ def test_requests_are_counted_by_route_template_and_status_class(
     for _ in range(2):
         assert client.get(f"/v1/instances/{missing}", headers=org.headers).status_code == 404
     body = client.get("/metrics").text
-    labels = '{method="GET",route="/v1/instances/{instance_id}",status="4xx"}'
+    labels = '{method="GET",route="/v1/instances/{id}",status="4xx"}'
     assert sample(body, "orzbob_http_requests_total", labels) >= 2
     assert str(missing) not in body

@@ -57,6 +57,7 @@ async def _reject(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_PARAM = re.compile(r"\{[^}]+\}")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -113,7 +114,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, watching_send)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            # Parameters read `{id}` whatever their name: a label never even names an org.
+            template = getattr(scope.get("route"), "path", None)
+            route = _PARAM.sub("{id}", template) if template else "unmatched"
             metrics.http_requests_total.labels(
                 method=scope.get("method", "GET"), route=route, status=f"{status // 100}xx"
             ).inc()
