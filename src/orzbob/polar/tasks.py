@@ -9,7 +9,12 @@ from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
 from orzbob.polar.client import gateway_for
 from orzbob.polar.customers import sync_missing_customers
-from orzbob.polar.reconcile_service import PeriodSpec, reconcile_service, run_reconcile
+from orzbob.polar.reconcile_service import (
+    EventReader,
+    PeriodSpec,
+    reconcile_service,
+    run_reconcile,
+)
 from orzbob.polar.subscriptions import subscription_service
 from orzbob.runtime import Runtime
 
@@ -45,6 +50,12 @@ RECONCILE_GRACE = timedelta(minutes=15)
 RECONCILE_LOOKBACK = timedelta(days=7)
 
 
+def _reader(runtime: Runtime) -> EventReader:
+    # A job must not hold the scheduler for minutes: one short retry, then the run is kept
+    # as failed and the next run tries again (an operator has `orz polar reconcile`).
+    return EventReader(gateway_for(runtime), max_attempts=2, base_delay=0.2, max_delay=2.0)
+
+
 def reconcile_open_periods(runtime: Runtime) -> int:
     """The daily run over every org's open period; sets the open-period drift gauge."""
     now = runtime.clock.now()
@@ -59,6 +70,7 @@ def reconcile_open_periods(runtime: Runtime) -> int:
         scope="daily",
         org_id=None,
         now=now,
+        reader=_reader(runtime),
     )
     if run.status == "ok":
         metrics.reconcile_drift_minutes.labels(scope="open_period").set(run.drift_minutes)
@@ -84,6 +96,7 @@ def reconcile_closed_periods(runtime: Runtime) -> int | Idle:
             scope="period_close",
             org_id=window.org_id,
             now=now,
+            reader=_reader(runtime),
         )
         if run.status != "ok":
             log.warning("reconciliation of a closed period failed: %s", run.error)
