@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from orzbob.credits.tasks import ship_credits_to_polar
+from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
@@ -21,6 +22,7 @@ def register_jobs(runtime: Runtime) -> None:
     Order matters when several fall due at the same instant: usage is checkpointed before it
     is flushed and before caps and alerts look at it.
     """
+    install_hooks()
     s = runtime.settings
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
     runtime.every("instances.heartbeat_timeout", s.sweep_interval_seconds, stop_silent_instances)

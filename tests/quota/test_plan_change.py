@@ -75,8 +75,9 @@ def test_allocation_reads_the_plan_when_the_record_is_written(
 ) -> None:
     org = make_org()
     iid = client.post("/v1/instances", headers=org.headers, json={"tier": "small"}).json()["id"]
-    advance(runtime, 12 * HOUR)
-    client.post(f"/v1/instances/{iid}/heartbeat", headers=org.headers, json={"active": True})
+    for _ in range(12 * 15):  # an agent beating every 4 minutes for 12 hours
+        advance(runtime, 240)
+        client.post(f"/v1/instances/{iid}/heartbeat", headers=org.headers, json={"active": True})
     checkpoint_open_segments(runtime)  # 12 h recorded on the free tier: 2 h past its allowance
     set_plan(client, org, "base-plus-usage", staff_headers("engineering"))
     advance(runtime, HOUR)

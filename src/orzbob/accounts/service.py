@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,11 @@ from orzbob.catalog.models import Catalog
 from orzbob.kit.errors import NotFound, Unauthorized, Unprocessable
 
 TOKEN_PREFIX = "orz_"
+
+# Run while an org is being deleted, in the same transaction with the org row locked: the
+# instances domain stops the org's instances here, so their usage closes with the deletion.
+OrgDeletingHook = Callable[[Session, Org, datetime, Catalog], None]
+org_deleting_hooks: list[OrgDeletingHook] = []
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,19 @@ class AccountService:
         session.flush()
         return org
 
-    def get_org(self, session: Session, org_id: uuid.UUID, *, lock: bool = False) -> Org:
-        org = account_repository.get_org(session, org_id, lock=lock)
+    def get_org(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        *,
+        lock: bool = False,
+        include_deleted: bool = False,
+    ) -> Org:
+        """The org; a deleted one is NotFound unless `include_deleted` (system paths that
+        must finish what a deleted org left behind)."""
+        org = account_repository.get_org(
+            session, org_id, lock=lock, include_deleted=include_deleted
+        )
         if org is None:
             raise NotFound("Organization not found.")
         return org
@@ -105,8 +122,12 @@ class AccountService:
         session.flush()
         return org
 
-    def delete_org(self, session: Session, org_id: uuid.UUID, *, now: datetime) -> None:
-        org = self.get_org(session, org_id)
+    def delete_org(
+        self, session: Session, org_id: uuid.UUID, *, now: datetime, catalog: Catalog
+    ) -> None:
+        org = self.get_org(session, org_id, lock=True)
+        for hook in org_deleting_hooks:
+            hook(session, org, now, catalog)
         org.deleted_at = now
         session.flush()
 

@@ -16,6 +16,7 @@ from orzbob.api.middleware import BodyLimitMiddleware
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
 from orzbob.instances.endpoints import router as instances_router
+from orzbob.hooks import install_hooks
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
 from orzbob.polar.endpoints import router as polar_router
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 def create_app(runtime: Runtime | None = None, *, settings: Settings | None = None) -> FastAPI:
     """Build the API. Periodic jobs run in a background thread unless the test clock drives
     them (or `ORZBOB_RUN_JOBS=false`, for processes that only serve requests)."""
+    install_hooks()
     if runtime is None:
         settings = settings or load_settings()
         settings.check_startup()

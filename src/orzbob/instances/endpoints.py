@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
@@ -110,10 +110,17 @@ def heartbeat(
     instance_id: uuid.UUID,
     body: Heartbeat,
     principal: OrgPrincipalDep,
+    runtime: RuntimeDep,
     session: SessionDep,
     now: NowDep,
 ) -> InstanceOut:
     instance = instance_service.heartbeat(
-        session, _org(principal), instance_id, active=body.active, now=now
+        session,
+        _org(principal),
+        instance_id,
+        active=body.active,
+        now=now,
+        timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
+        catalog=runtime.catalog,
     )
     return InstanceOut.model_validate(instance)

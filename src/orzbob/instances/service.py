@@ -3,6 +3,13 @@
 Lock order, everywhere: org row → instance row → usage segment → quota period. Row locks are
 `FOR NO KEY UPDATE` (key_share=True) so the foreign-key checks of inserts that reference a
 locked org or instance (usage records, events) do not wait on it.
+
+The global rule for jobs (docs/architecture.md): a transaction never takes a lock of an
+earlier rank after one of a later rank. A job that touches several orgs either works one org
+(or one instance) per transaction, or takes every lock of one rank, in key order, before any
+lock of the next: orgs by id, then instances, then segments, then quota periods by (org,
+period start). The heartbeat-timeout sweep stops one instance per transaction; the checkpoint
+locks all its segments first, then the periods in key order.
 """
 
 from __future__ import annotations
@@ -165,13 +172,21 @@ class InstanceService:
         *,
         active: bool,
         now: datetime,
+        timeout: timedelta | None = None,
+        catalog: Catalog | None = None,
     ) -> Instance:
+        """Record a sign of life. A beat that comes after the heartbeat timeout should have
+        fired (the sweep was late) applies that timeout first: the instance stops, usage ends
+        at its last beat, and the gap is never billed (pass `timeout` and `catalog`)."""
         instance = self.get(session, org_id, instance_id, lock=True)
         if instance.state == State.STOPPED.value:
             raise Conflict(
                 f"Instance {instance.id} is stopped ({instance.reason}); "
                 "it no longer accepts heartbeats. Create a new instance."
             )
+        if timeout is not None and catalog is not None and self._timed_out(instance, now, timeout):
+            self._stop_timed_out(session, instance, catalog=catalog, now=now)
+            return instance
         instance.last_seen_at = max(instance.last_seen_at, now)
         if active:
             instance.last_active_at = max(instance.last_active_at, now)
@@ -271,13 +286,72 @@ class InstanceService:
         close_at: datetime | None = None,
     ) -> Instance:
         """Pause or stop a locked instance, closing its usage at `close_at` (default now)."""
-        org = account_service.get_org(session, instance.org_id)
+        # A deleted org's leftover instances must still stop and close their usage.
+        org = account_service.get_org(session, instance.org_id, include_deleted=True)
         self._move(session, instance, org, to, reason, now=now, catalog=catalog, close_at=close_at)
         if to == State.PAUSED:
             self.provider.pause(instance)
         else:
             self.provider.terminate(instance)
         return instance
+
+    # -- system sweeps ------------------------------------------------------------------
+    @staticmethod
+    def _timed_out(instance: Instance, now: datetime, timeout: timedelta) -> bool:
+        return instance.state == State.RUNNING.value and instance.last_seen_at < now - timeout
+
+    def _stop_timed_out(
+        self, session: Session, instance: Instance, *, catalog: Catalog, now: datetime
+    ) -> None:
+        # Usage ends at the last beat however late the stop comes: dead time is never billed.
+        self.system_transition(
+            session,
+            instance,
+            State.STOPPED,
+            Reason.HEARTBEAT_TIMEOUT,
+            catalog=catalog,
+            now=now,
+            close_at=instance.last_seen_at,
+        )
+
+    def silent_candidates(
+        self, session: Session, *, now: datetime, timeout: timedelta, limit: int = 500
+    ) -> list[uuid.UUID]:
+        """Running instances silent for longer than `timeout`, unlocked (each is re-checked
+        under its lock by `stop_if_silent`)."""
+        return list(
+            session.scalars(
+                select(Instance.id)
+                .where(
+                    Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout
+                )
+                .order_by(Instance.id)
+                .limit(limit)
+            )
+        )
+
+    def stop_if_silent(
+        self,
+        session: Session,
+        instance_id: uuid.UUID,
+        *,
+        now: datetime,
+        timeout: timedelta,
+        catalog: Catalog,
+    ) -> bool:
+        """Stop one instance (reason `heartbeat_timeout`) if it is still running and silent.
+        An instance another transaction holds is skipped: it is being changed right now, and
+        the next sweep sees what that change left."""
+        instance = session.scalars(
+            select(Instance)
+            .where(Instance.id == instance_id)
+            .with_for_update(skip_locked=True, key_share=True)
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        if instance is None or not self._timed_out(instance, now, timeout):
+            return False
+        self._stop_timed_out(session, instance, catalog=catalog, now=now)
+        return True
 
     def stop_silent(
         self,
@@ -290,25 +364,28 @@ class InstanceService:
     ) -> int:
         """Stop running instances silent for longer than `timeout`; usage ends at their last
         heartbeat, so dead time is never billed."""
-        stmt = (
-            select(Instance)
-            .where(Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout)
-            .order_by(Instance.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, key_share=True)
-        )
-        silent = session.scalars(stmt).all()
-        for instance in silent:
-            self.system_transition(
-                session,
-                instance,
-                State.STOPPED,
-                Reason.HEARTBEAT_TIMEOUT,
-                catalog=catalog,
-                now=now,
-                close_at=instance.last_seen_at,
+        stopped = 0
+        for instance_id in self.silent_candidates(session, now=now, timeout=timeout, limit=limit):
+            stopped += self.stop_if_silent(
+                session, instance_id, now=now, timeout=timeout, catalog=catalog
             )
-        return len(silent)
+        return stopped
+
+    def stop_org_instances(
+        self, session: Session, org: Org, now: datetime, catalog: Catalog
+    ) -> int:
+        """Stop every instance of an org being deleted (reason `admin`), closing its usage in
+        the caller's transaction. The caller holds the org row lock."""
+        instances = session.scalars(
+            select(Instance)
+            .where(Instance.org_id == org.id, Instance.state != State.STOPPED.value)
+            .order_by(Instance.id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        ).all()
+        for instance in instances:
+            self._halt(session, instance, State.STOPPED, Reason.ADMIN, catalog=catalog, now=now)
+        return len(instances)
 
 
 instance_service = InstanceService()
