@@ -72,7 +72,7 @@ def run_threads(*targets: Callable[[], object]) -> list[BaseException]:
         def run() -> None:
             try:
                 fn()
-            except BaseException as exc:  # noqa: BLE001 - reported to the test
+            except BaseException as exc:
                 errors.append(exc)
 
         return run

@@ -102,7 +102,7 @@ def set_org_plan(
 ) -> OrgOut:
     org = account_service.get_org(session, org_id, lock=True)
     before = org.plan_id
-    account_service.set_plan(session, org, body.plan, catalog=runtime.catalog)
+    account_service.set_plan(session, org, body.plan, catalog=runtime.catalog, at=now)
     # Plan changes move money (allowance and base), so staff-made ones are audited.
     audit_service.record(
         session,

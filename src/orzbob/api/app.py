@@ -15,8 +15,8 @@ from orzbob.api.health import router as health_router
 from orzbob.api.middleware import BodyLimitMiddleware
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
-from orzbob.instances.endpoints import router as instances_router
 from orzbob.hooks import install_hooks
+from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
 from orzbob.polar.endpoints import router as polar_router

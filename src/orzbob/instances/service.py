@@ -316,15 +316,13 @@ class InstanceService:
 
     def silent_candidates(
         self, session: Session, *, now: datetime, timeout: timedelta, limit: int = 500
-    ) -> list[uuid.UUID]:
+    ) -> Sequence[uuid.UUID]:
         """Running instances silent for longer than `timeout`, unlocked (each is re-checked
         under its lock by `stop_if_silent`)."""
         return list(
             session.scalars(
                 select(Instance.id)
-                .where(
-                    Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout
-                )
+                .where(Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout)
                 .order_by(Instance.id)
                 .limit(limit)
             )
