@@ -373,7 +373,8 @@ class InstanceService:
         self, session: Session, org: Org, now: datetime, catalog: Catalog
     ) -> int:
         """Stop every instance of an org being deleted (reason `admin`), closing its usage in
-        the caller's transaction. The caller holds the org row lock."""
+        the caller's transaction. The caller holds the org row lock; every instance, then
+        every open segment, is locked before the first close locks a quota period."""
         instances = session.scalars(
             select(Instance)
             .where(Instance.org_id == org.id, Instance.state != State.STOPPED.value)
@@ -381,6 +382,7 @@ class InstanceService:
             .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         ).all()
+        metering_service.lock_open_segments(session, org.id)
         for instance in instances:
             self._halt(session, instance, State.STOPPED, Reason.ADMIN, catalog=catalog, now=now)
         return len(instances)

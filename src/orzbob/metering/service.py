@@ -110,20 +110,28 @@ class MeteringService:
         """Record the org's running usage up to `at` (never past a last heartbeat) under its
         current plan: called just before its plan changes, so the change is a boundary.
         The caller holds the org row; segments are locked before any period."""
-        pairs = session.execute(
-            select(UsageSegment, Instance)
-            .join(Instance, Instance.id == UsageSegment.instance_id)
-            .where(UsageSegment.org_id == org.id, UsageSegment.ended_at.is_(None))
-            .order_by(UsageSegment.id)
-            .with_for_update(of=UsageSegment, key_share=True)
-            .execution_options(populate_existing=True)
-        ).all()
         drafts: list[UsageDraft] = []
-        for segment, instance in pairs:
+        for segment, instance in self.lock_open_segments(session, org.id):
             upto = min(at, instance.last_seen_at)
             if upto > segment.counted_until:
                 drafts.extend(self._drafts(segment, org, upto))
         return len(allocate(session, org, drafts, catalog=catalog, now=at))
+
+    def lock_open_segments(
+        self, session: Session, org_id: uuid.UUID
+    ) -> Sequence[tuple[UsageSegment, Instance]]:
+        """Lock every open segment of one org, in id order, with its instance (unlocked): a
+        transaction that closes several of them takes all segment locks before any period
+        lock (docs/architecture.md)."""
+        rows = session.execute(
+            select(UsageSegment, Instance)
+            .join(Instance, Instance.id == UsageSegment.instance_id)
+            .where(UsageSegment.org_id == org_id, UsageSegment.ended_at.is_(None))
+            .order_by(UsageSegment.id)
+            .with_for_update(of=UsageSegment, key_share=True)
+            .execution_options(populate_existing=True)
+        ).all()
+        return [(segment, instance) for segment, instance in rows]
 
     def _drafts(self, segment: UsageSegment, org: Org, upto: datetime) -> list[UsageDraft]:
         """Turn [counted_until, upto] into drafts, split at period boundaries and midnights.
