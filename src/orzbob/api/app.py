@@ -36,7 +36,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         settings = settings or load_settings()
         settings.check_startup()
         runtime = Runtime.create(settings)
-        register_jobs(runtime)
+        if settings.run_jobs:
+            register_jobs(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
