@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench fmt lint install clean
+.PHONY: run test bench fmt lint install clean browser web-test
+CHROMIUM ?= /usr/bin/chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,16 @@ install: $(STAMP)
 run: install
 	$(BIN)/orz dev
 
-test: install
+# The browser tests drive Debian's Chromium; never a downloaded browser build.
+browser:
+	@test -x $(CHROMIUM) || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; }
+
+# The React BillingCard: npm ci from the committed lock file, Vitest, then the library build.
+web-test:
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run build
+
+test: install browser web-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

@@ -17,6 +17,8 @@ from sqlalchemy import Engine, text
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import account_service
 from orzbob.api.app import create_app
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
 from orzbob.config import Settings
 from orzbob.kit.clock import ManualClock
 from orzbob.kit.db import Base, make_engine
@@ -85,8 +87,32 @@ def settings(db_url: str) -> Settings:
 
 
 @pytest.fixture
-def runtime(settings: Settings, engine: Engine, clock: ManualClock) -> Iterator[Runtime]:
-    rt = Runtime.create(settings, clock=clock, engine=engine)
+def catalog() -> Catalog:
+    """The shipped catalog; a test module overrides this fixture to change it."""
+    return default_catalog()
+
+
+def without_time_caps(catalog: Catalog) -> Catalog:
+    """The catalog with the idle, continuous and daily caps out of reach, for tests of the
+    money arithmetic that run one instance for days on end (caps have their own tests)."""
+    plans = tuple(
+        p.model_copy(
+            update={
+                "idle_timeout_minutes": 10**6,
+                "continuous_cap_hours": 10**5,
+                "daily_cap_instance_hours": 10**5,
+            }
+        )
+        for p in catalog.plans
+    )
+    return catalog.model_copy(update={"plans": plans})
+
+
+@pytest.fixture
+def runtime(
+    settings: Settings, engine: Engine, clock: ManualClock, catalog: Catalog
+) -> Iterator[Runtime]:
+    rt = Runtime.create(settings, clock=clock, engine=engine, catalog=catalog)
     yield rt
     truncate_all(engine)
 

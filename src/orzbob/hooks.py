@@ -1,33 +1,39 @@
-"""Every hook a higher domain registers with a lower one, installed in one place.
-
-Called from `create_app` and `register_jobs`; installing twice changes nothing.
-"""
+"""Where higher domains register with the hooks lower ones offer (usage written → caps and
+alerts; a heartbeat, a start or a resume → cap checks; an org deleted → its instances stop;
+a plan change → usage cut and periods kept). Called once per process by the app and by the
+job runner; registering again changes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 from orzbob.accounts import service as accounts
-from orzbob.instances.service import instance_service
+from orzbob.instances import service as instances
+from orzbob.instances.sweeps import sweep_service
 from orzbob.metering import service as metering
 from orzbob.polar.subscriptions import subscription_service
 from orzbob.quota import plan_changes
+from orzbob.throttle.service import throttle_service
 
-H = TypeVar("H")
+F = TypeVar("F", bound=Callable[..., object])
 
 
-def _add(hooks: list[H], hook: H) -> None:
-    if hook not in hooks:
-        hooks.append(hook)
+def _register(hooks: list[F], fn: F) -> None:
+    if fn not in hooks:
+        hooks.append(fn)
 
 
 def install_hooks() -> None:
+    _register(metering.limiters, throttle_service.limits)
+    _register(instances.run_checks, throttle_service.check_can_run)
+    _register(instances.cap_checks, throttle_service.cap_check)
     # Deleting an org stops its instances in the same transaction (reason `admin`).
-    _add(accounts.org_deleting_hooks, instance_service.stop_org_instances)
+    _register(accounts.org_deleting_hooks, sweep_service.stop_org_instances)
     # A plan change is a usage boundary: usage up to it is recorded under the old plan
     # (segments, then periods), then each period's plan is kept and exhaustion recomputed.
-    _add(accounts.plan_changing_hooks, metering.metering_service.record_until)
-    _add(accounts.plan_changing_hooks, plan_changes.keep_past_plans)
-    _add(accounts.plan_changed_hooks, plan_changes.apply_new_plan)
+    _register(accounts.plan_changing_hooks, metering.metering_service.record_until)
+    _register(accounts.plan_changing_hooks, plan_changes.keep_past_plans)
+    _register(accounts.plan_changed_hooks, plan_changes.apply_new_plan)
     # A scheduled change that fell due holds usage back until it is applied.
-    _add(metering.usage_cuts, subscription_service.due_cuts)
+    _register(metering.usage_cuts, subscription_service.due_cuts)

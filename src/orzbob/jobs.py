@@ -6,6 +6,7 @@ Every job is correct when several workers run it at once on one PostgreSQL datab
 |---|---|
 | metering.checkpoint | `SKIP LOCKED` on open segments; all segments, then periods, in key order |
 | instances.heartbeat_timeout | one instance per transaction, re-checked under `SKIP LOCKED` |
+| throttle.sweep | one org per transaction, its instances re-checked under their locks |
 | polar.plan_changes | one org per transaction, re-checked under the org row lock |
 | metering.flush (+ full batches) | `SKIP LOCKED` claims, short leases renewed in flight |
 | polar.customers | runs alone: PostgreSQL advisory lock |
@@ -27,6 +28,7 @@ from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, 
 from orzbob.polar.client import PolarGateway
 from orzbob.polar.tasks import apply_scheduled_plan_changes, create_missing_customers
 from orzbob.runtime import Runtime
+from orzbob.throttle.tasks import sweep_caps
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,12 @@ def register_jobs(runtime: Runtime) -> None:
     """
     install_hooks()
     s = runtime.settings
+    install_hooks()
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
     runtime.every("instances.heartbeat_timeout", s.sweep_interval_seconds, stop_silent_instances)
+    # After the checkpoint, so the rollups it reads are fresh; a cap cuts usage at its own
+    # moment whenever the sweep runs.
+    runtime.every("throttle.sweep", s.sweep_interval_seconds, sweep_caps)
     # After the checkpoint: minutes up to a period end are recorded under the plan that ends.
     runtime.every("polar.plan_changes", s.sweep_interval_seconds, apply_scheduled_plan_changes)
     if s.billing_enabled:

@@ -61,6 +61,12 @@ class Runtime:
         with session_scope(self.sessions) as session:
             yield session
 
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A read-only transaction (on SQLite it takes no write lock)."""
+        with session_scope(self.read_sessions) as session:
+            yield session
+
     @property
     def manual_clock(self) -> ManualClock | None:
         return self.clock if isinstance(self.clock, ManualClock) else None

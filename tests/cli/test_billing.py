@@ -5,64 +5,29 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-import uvicorn
-from click.testing import Result
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from orzbob.accounts.models import Role
-from orzbob.cli.main import app as orz
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
 from orzbob.runtime import Runtime
-from tests.conftest import OrgHandle
+from tests.cli.conftest import Invoke
+from tests.conftest import OrgHandle, without_time_caps
 from tests.quota.usage import run
 
+
+@pytest.fixture
+def catalog() -> Catalog:
+    # These tests run one instance for days: the time caps are tested in tests/throttle.
+    return without_time_caps(default_catalog())
+
+
 HOUR = 3600
-Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def api_url(app: FastAPI) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def cli(api_url: str, tmp_path: object) -> Invoke:
-    runner = CliRunner()
-    # No saved credentials or ambient tokens: every call says which token it uses.
-    env = {
-        "XDG_CONFIG_HOME": str(tmp_path),
-        "ORZ_TOKEN": "",
-        "ORZ_STAFF_TOKEN": "",
-        "COLUMNS": "200",
-    }
-
-    def invoke(group: str, token: str, *args: str) -> Result:
-        return runner.invoke(orz, [group, "--api-url", api_url, "--token", token, *args], env=env)
-
-    return invoke
 
 
 def staff_token(staff_headers: Callable[[str], dict[str, str]], role: str) -> str:
@@ -81,24 +46,6 @@ def test_billing_json_is_the_api_object_verbatim(
     result = cli("cloud", org.token, "billing", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == client.get("/v1/billing", headers=org.headers).json()
-
-
-def test_billing_human_view(
-    cli: Invoke,
-    client: TestClient,
-    runtime: Runtime,
-    make_org: Callable[..., OrgHandle],
-) -> None:
-    org = make_org("Acme", plan="base-plus-usage")
-    run(client, runtime, org, "small", 230 * HOUR)
-    run(client, runtime, org, "medium", 20 * HOUR)
-    out = cli("cloud", org.token, "billing").stdout
-    assert "Acme — Base + Usage (base-plus-usage)" in out
-    assert "━" in out  # the Rich usage bar
-    assert "270.00 / 200 small-hours (135.00 %)" in out and "IN OVERAGE" in out
-    assert "Small" in out and "$2.49" in out and "Medium" in out and "$3.34" in out
-    assert "Estimated bill: $25.83 (base $20.00 + usage $5.83)" in out
-    assert "resets 2026-04-10" in out and "Throttle: none" in out
 
 
 def test_spend_limit_commands(

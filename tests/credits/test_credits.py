@@ -10,11 +10,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from orzbob.accounts.models import Org, Role
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
 from orzbob.credits.models import AuditEntry, CreditGrant
 from orzbob.credits.service import credit_service
 from orzbob.runtime import Runtime
-from tests.conftest import OrgHandle
+from tests.conftest import OrgHandle, without_time_caps
 from tests.quota.usage import move_clock_to, run
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    # These tests run one instance for days: the time caps are tested in tests/throttle.
+    return without_time_caps(default_catalog())
 
 
 def grant(

@@ -120,7 +120,9 @@ def test_parallel_pause_resume_heartbeat_leave_at_most_one_open_segment(
                 elif i % 3 == 1:
                     instance_service.resume(s, org.id, iid, catalog=runtime.catalog, now=now)
                 else:
-                    instance_service.heartbeat(s, org.id, iid, active=True, now=now)
+                    instance_service.heartbeat(
+                        s, org.id, iid, active=True, catalog=runtime.catalog, now=now
+                    )
             except OrzbobError as exc:
                 return f"{exc.status_code}"
         return "ok"

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from orzbob.instances.models import Instance
-from orzbob.instances.service import instance_service
+from orzbob.instances.sweeps import sweep_service
 from orzbob.instances.tasks import stop_silent_instances
 from orzbob.metering.models import UsageRecord
 from orzbob.metering.service import metering_service
@@ -111,13 +111,13 @@ def test_two_sweeps_in_opposite_org_order_do_not_deadlock(
         "t1": [uuid.UUID(ids[n][1]) for n in ("B2", "A2")],
     }
     monkeypatch.setattr(
-        instance_service,
+        sweep_service,
         "silent_candidates",
         lambda *a, **k: order.pop(threading.current_thread().name, []),
     )
     both_hold_their_first_org = threading.Barrier(2, timeout=WAIT)
     first = threading.local()
-    real_close = metering_service.close_segment
+    real_close = metering_service.close_segments
 
     def close(*args: Any, **kwargs: Any) -> Any:
         rows = real_close(*args, **kwargs)
@@ -126,7 +126,7 @@ def test_two_sweeps_in_opposite_org_order_do_not_deadlock(
             both_hold_their_first_org.wait()
         return rows
 
-    monkeypatch.setattr(metering_service, "close_segment", close)
+    monkeypatch.setattr(metering_service, "close_segments", close)
     caplog.set_level(logging.ERROR)
     errors = run_threads(
         lambda: stop_silent_instances(runtime), lambda: stop_silent_instances(runtime)
@@ -148,11 +148,11 @@ def test_a_sweep_against_a_checkpoint_does_not_deadlock(
     ids = fleet(client, runtime, make_org, alive=("A2", "B2"))
     passes = [[uuid.UUID(ids[n][1]) for n in ("A1", "B1")]]
     monkeypatch.setattr(
-        instance_service, "silent_candidates", lambda *a, **k: passes.pop() if passes else []
+        sweep_service, "silent_candidates", lambda *a, **k: passes.pop() if passes else []
     )
     sweep_holds_a = threading.Event()
     checkpoint_started = threading.Event()
-    real_close = metering_service.close_segment
+    real_close = metering_service.close_segments
 
     def close(*args: Any, **kwargs: Any) -> Any:
         rows = real_close(*args, **kwargs)
@@ -167,7 +167,7 @@ def test_a_sweep_against_a_checkpoint_does_not_deadlock(
         checkpoint_started.set()
         checkpoint_open_segments(runtime)
 
-    monkeypatch.setattr(metering_service, "close_segment", close)
+    monkeypatch.setattr(metering_service, "close_segments", close)
     caplog.set_level(logging.ERROR)
     errors = run_threads(lambda: stop_silent_instances(runtime), checkpoint)
     assert errors == []

@@ -1,6 +1,7 @@
+import pytest
 from sqlalchemy import text
 
-from orzbob.kit.db import advisory_lock, insert_ignore
+from orzbob.kit.db import advisory_lock, insert_ignore, on_commit
 from orzbob.runtime import Runtime
 from orzbob.testclock import models as clock_models
 from tests.conftest import T0
@@ -24,3 +25,17 @@ def test_an_advisory_lock_lets_one_holder_run_a_job(runtime: Runtime, is_postgre
             assert other
     with advisory_lock(runtime.engine, "orzbob.test.job") as again:
         assert again
+
+
+def test_on_commit_runs_after_a_commit_and_never_after_a_rollback(runtime: Runtime) -> None:
+    calls: list[str] = []
+    with runtime.session() as s:
+        on_commit(s, lambda: calls.append("committed"))
+        assert calls == []
+    assert calls == ["committed"]
+    with pytest.raises(RuntimeError), runtime.session() as s:
+        on_commit(s, lambda: calls.append("rolled back"))
+        raise RuntimeError("boom")
+    with runtime.session():
+        pass
+    assert calls == ["committed"]

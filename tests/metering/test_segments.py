@@ -177,7 +177,9 @@ def test_a_crash_after_the_commit_keeps_the_record_exactly_once(
     # "Restart": a fresh runtime on the same database, then every job runs again.
     fresh = Runtime.create(runtime.settings, clock=runtime.clock, engine=runtime.engine)
     with fresh.session() as s:
-        instance_service.heartbeat(s, org.id, iid, active=True, now=fresh.clock.now())
+        instance_service.heartbeat(
+            s, org.id, iid, active=True, catalog=fresh.catalog, now=fresh.clock.now()
+        )
     checkpoint_open_segments(fresh)
     checkpoint_open_segments(fresh)
     with fresh.session() as s:

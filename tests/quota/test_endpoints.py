@@ -11,10 +11,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from orzbob.accounts.models import Org, Role
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
 from orzbob.credits.models import AuditEntry
 from orzbob.runtime import Runtime
-from tests.conftest import T0, OrgHandle
+from tests.conftest import T0, OrgHandle, without_time_caps
 from tests.quota.usage import Meter, move_clock_to, run
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    # These tests run one instance for days: the time caps are tested in tests/throttle.
+    return without_time_caps(default_catalog())
+
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 NUMBER = (int, float)
@@ -43,6 +52,8 @@ EXTRAS = {
     "spend_limit",
     "forecast",
     "throttles",
+    "upcoming",
+    "as_of",
 }
 
 
@@ -54,6 +65,7 @@ def check_contract(body: dict) -> None:  # type: ignore[type-arg]
         if kind == NUMBER:
             assert not isinstance(value, bool), name
     assert RFC3339.match(body["reset_date"]) and RFC3339.match(body["period_start"])
+    assert RFC3339.match(body["as_of"])
     assert re.match(r"^\d+h \d{1,2}m$", body["daily_usage"])
     assert body["throttle_status"] in {"none", "quota_exhausted", "spend_limit", "daily_cap"}
     for t in body["tiers"]:
@@ -137,10 +149,12 @@ def test_spend_limit_set_reported_throttles_and_cleared(
     r = client.put("/v1/billing/spend-limit", headers=org.headers, json={"amount": "5.00"})
     assert r.status_code == 200
     assert (r.json()["spend_limit"], r.json()["throttle_status"]) == ("5.00", "none")
-    run(client, runtime, org, "gpu", 3 * 3600)  # $6.24
+    run(client, runtime, org, "gpu", 3 * 3600)  # $6.24 uncapped; paused at the limit
     body = client.get("/v1/billing", headers=org.headers).json()
     assert body["throttle_status"] == "spend_limit"
-    assert "$6.24" in body["throttles"][0]["detail"]
+    # 144 gpu minutes are $4.99, the 145th reaches the limit: $5.03, and nothing after it.
+    assert "$5.03" in body["throttles"][0]["detail"]
+    assert body["tiers"][-1]["billable_minutes"] == 145
     body = client.put("/v1/billing/spend-limit", headers=org.headers, json={"amount": "50"}).json()
     assert (body["spend_limit"], body["throttle_status"]) == ("50.00", "none")
     body = client.put("/v1/billing/spend-limit", headers=org.headers, json={"amount": None}).json()

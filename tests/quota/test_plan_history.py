@@ -6,13 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
 from orzbob.quota.models import QuotaPeriod
 from orzbob.runtime import Runtime
-from tests.conftest import OrgHandle
+from tests.conftest import OrgHandle, without_time_caps
 from tests.quota.usage import move_clock_to, run, set_plan
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    # Runs of many hours: the time caps are tested in tests/throttle.
+    return without_time_caps(default_catalog())
 
 
 def current_period(runtime: Runtime, org: OrgHandle) -> QuotaPeriod:

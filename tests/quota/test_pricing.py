@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
 from orzbob.runtime import Runtime
-from tests.conftest import T0, OrgHandle
+from tests.conftest import T0, OrgHandle, without_time_caps
 from tests.quota.usage import Meter, records, rollups_match_records, run
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    # These tests run one instance for days: the time caps are tested in tests/throttle.
+    return without_time_caps(default_catalog())
+
 
 HOUR = 3600
 
@@ -158,25 +168,8 @@ def test_free_tier_bills_nothing_and_reports_quota_exhausted(
     (cap,) = body["throttles"]
     assert cap["cap"] == "quota_exhausted" and cap["lifts_at"] == body["reset_date"]
     assert body["in_overage"] is False  # used up exactly, not past it
-    # Until the pausing sweep exists minutes may run on: they are overage, never billed.
-    run(client, runtime, org, "small", HOUR)
-    body = billing(client, org)
-    small = tier(body, "small")
-    assert (small["overage_minutes"], small["billable_minutes"], small["cost"]) == (60, 0, "0.00")
-    assert body["estimated_bill"] == 0.0 and body["in_overage"] is True
-
-
-def test_the_daily_cap_is_reported_from_todays_rollup(
-    client: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
-) -> None:
-    org = make_org(plan="base-plus-usage")
-    meter = Meter(runtime, org.id)
-    day = T0.replace(hour=0)
-    for i in range(3):
-        meter.use("small", day + timedelta(hours=i * 8), 8 * 60 - (1 if i == 2 else 0))
-    body = billing(client, org)
-    assert body["daily_usage"] == "23h 59m" and body["throttle_status"] == "none"
-    meter.use("medium", day + timedelta(hours=23, minutes=59), 1)
-    body = billing(client, org)
-    assert body["daily_usage"] == "24h 0m" and body["throttle_status"] == "daily_cap"
-    assert body["throttles"][0]["lifts_at"] == "2026-03-11T00:00:00Z"
+    # The hard stop: nothing more runs this period, so nothing past the allowance exists.
+    r = client.post("/v1/instances", headers=org.headers, json={"tier": "small"})
+    assert r.status_code == 409 and r.json()["error"] == "quota_exhausted"
+    small = tier(billing(client, org), "small")
+    assert (small["minutes"], small["overage_minutes"], small["cost"]) == (600, 0, "0.00")

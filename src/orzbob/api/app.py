@@ -12,7 +12,10 @@ from fastapi import FastAPI
 from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
-from orzbob.api.middleware import BodyLimitMiddleware
+from orzbob.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from orzbob.api.pages import router as pages_router
+from orzbob.api.pages import static_files
+from orzbob.billing.endpoints import router as billing_router
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
 from orzbob.hooks import install_hooks
@@ -20,7 +23,6 @@ from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
 from orzbob.polar.endpoints import router as polar_router
-from orzbob.quota.endpoints import router as quota_router
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
 from orzbob.testclock.endpoints import router as testclock_router
@@ -66,18 +68,22 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         description="Per-minute billing for Orzbob Cloud development environments.",
         lifespan=lifespan,
     )
+    install_hooks()
     app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for router in (
         health_router,
         accounts_router,
         instances_router,
         metering_router,
-        quota_router,
+        billing_router,
         credits_router,
         polar_router,
         testclock_router,
+        pages_router,
     ):
         app.include_router(router)
+    app.mount("/static", static_files, name="static")
     return app

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orzbob.api.middleware import request_id_of
 from orzbob.kit.errors import OrzbobError
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OrzbobError)
     async def _orzbob(_: Request, exc: OrzbobError) -> JSONResponse:
         return JSONResponse(
-            {"error": exc.error, "detail": exc.detail},
+            {"error": exc.error, "detail": exc.detail, **exc.extra},
             status_code=exc.status_code,
             headers=exc.headers,
         )
@@ -59,12 +60,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # This handler runs outside the request-id middleware: it sets the header itself.
+        request_id = request_id_of(request.scope) or "unknown"
+        log.exception(
+            "unhandled error on %s %s (request id %s)",
+            request.method,
+            request.url.path,
+            request_id,
+        )
         return JSONResponse(
             {
                 "error": "internal_error",
                 "detail": "Something went wrong on our side; nothing was changed. "
                 "Please retry, and contact support if it persists.",
+                "request_id": request_id,
             },
             status_code=500,
+            headers={"X-Request-ID": request_id},
         )

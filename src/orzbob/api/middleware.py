@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+import uuid
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orzbob.kit.errors import PayloadTooLarge
@@ -50,3 +53,36 @@ async def _reject(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state = scope.get("state") or {}
+    return state.get("request_id") if isinstance(state, dict) else None
+
+
+class RequestIdMiddleware:
+    """Every response carries `X-Request-ID` (the caller's, when it is sane, or a new one), so a
+    customer's error message and the server log can be matched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

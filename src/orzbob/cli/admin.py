@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
+from rich.table import Column, Table
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.schemas import OrgCreate
 from orzbob.accounts.service import account_service
-from orzbob.cli.common import console, fail, print_json, run_db
+from orzbob.cli.common import console, fail, line, print_json, run_db, safe
 from orzbob.credits.audit import audit_service
 from orzbob.runtime import Runtime
 
@@ -67,8 +67,17 @@ def org_create(
     if json_out:
         print_json({"org_id": org_id, "token": token, "plan": plan_id})
     else:
-        console.print(f"Created organization [bold]{body.name}[/] ({org_id}) on plan {plan_id}.")
-        console.print(f"Admin API token (shown once): [bold]{token}[/]")
+        console.print(
+            line(
+                "Created organization ",
+                safe(body.name, "bold"),
+                f" ({org_id}) on plan ",
+                safe(plan_id),
+                ".",
+            ),
+            highlight=False,
+        )
+        console.print(line("Admin API token (shown once): ", safe(token, "bold")))
 
 
 @org_app.command("list")
@@ -91,9 +100,9 @@ def org_list(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(rows)
         return
-    table = Table("id", "name", "plan", "created")
+    table = Table(Column("id", no_wrap=True, min_width=36), "name", "plan", "created")
     for r in rows:
-        table.add_row(r["id"], r["name"], r["plan"], r["created_at"][:19])
+        table.add_row(safe(r["id"]), safe(r["name"]), safe(r["plan"]), safe(r["created_at"][:19]))
     console.print(table)
 
 
@@ -118,7 +127,7 @@ def org_show(org_id: str, json_out: JsonOpt = False) -> None:
         print_json(data)
     else:
         for k, v in data.items():
-            console.print(f"[bold]{k}[/]: {v}")
+            console.print(line((k, "bold"), ": ", safe(v)), highlight=False)
 
 
 @org_app.command("set-plan")
@@ -145,7 +154,7 @@ def org_set_plan(org_id: str, plan: str, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json({"org_id": org_id, "plan": new_plan})
     else:
-        console.print(f"Organization {org_id} is now on {new_plan}.")
+        console.print(safe(f"Organization {org_id} is now on {new_plan}."), highlight=False)
 
 
 def _issue(org_id: uuid.UUID | None, role: str, name: str, json_out: bool) -> None:
@@ -167,7 +176,7 @@ def _issue(org_id: uuid.UUID | None, role: str, name: str, json_out: bool) -> No
             }
         )
     else:
-        console.print(f"API token ({role}, shown once): [bold]{raw}[/]")
+        console.print(line(safe(f"API token ({role}, shown once): "), safe(raw, "bold")))
 
 
 @token_app.command("create")

@@ -7,11 +7,11 @@ import uuid
 from typing import Annotated, Any
 
 import typer
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from orzbob.cli.billing_view import render_billing
 from orzbob.cli.client import ApiClient
-from orzbob.cli.common import console, fail, print_json
+from orzbob.cli.common import console, fail, print_json, safe
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]
 OrgOpt = Annotated[str, typer.Option("--org", help="Organization id.")]
@@ -40,70 +40,13 @@ def _org(value: str, what: str = "organization id") -> str:
 
 
 # -- the billing view ------------------------------------------------------------------------
-def render_billing(b: dict[str, Any]) -> None:
-    """The human view of a billing object: usage bar, tier lines, estimate, reset, throttle."""
-    console.print(
-        f"[bold]{b['organization']}[/] — {b['plan']} ({b['plan_id']})   "
-        f"period {b['period_start'][:10]} → {b['period_end'][:10]}",
-        highlight=False,
-    )
-    included, used, pct = b["hours_included"], b["hours_used"], b["percent_used"]
-    bar = Table.grid(padding=(0, 1))
-    if included:
-        style = "red" if b["in_overage"] else "yellow" if pct >= 90 else "green"
-        state = "  [bold red]IN OVERAGE[/]" if b["in_overage"] else ""
-        bar.add_row(
-            "Usage",
-            ProgressBar(total=100, completed=min(pct, 100), width=40, complete_style=style),
-            f"{used:,.2f} / {included:,.0f} small-hours ({pct:.2f} %){state}",
-        )
-    else:
-        bar.add_row("Usage", f"{used:,.2f} small-hours (no allowance: every minute is billed)")
-    console.print(bar)
-    table = Table("tier", "rate/h", "hours", "included min", "overage min", "billable min", "cost")
-    for t in b["tiers"]:
-        table.add_row(
-            t["name"],
-            f"${t['hourly_rate']}",
-            f"{t['hours']:,.2f}",
-            str(t["included_minutes"]),
-            str(t["overage_minutes"]),
-            str(t["billable_minutes"]),
-            f"${t['cost']}",
-        )
-    console.print(table)
-    est, cr, fc = b["estimate"], b["credits"], b["forecast"]
-    credit = f" − credits ${est['credits_applied']}" if est["credits_applied"] != "0.00" else ""
-    console.print(
-        f"Estimated bill: [bold]${est['total']}[/] (base ${est['base']} + usage "
-        f"${est['usage']}{credit})   resets {b['reset_date'][:10]}",
-        highlight=False,
-    )
-    if cr["balance"] != "0.00":
-        console.print(f"Credit balance carried forward: ${cr['balance']}", highlight=False)
-    runs_out = fc["allowance_runs_out_at"]
-    console.print(
-        f"Forecast at period end: {fc['projected_hours_used']:,.2f} small-hours, "
-        f"${fc['projected_bill']}"
-        + (f"; allowance runs out {runs_out[:16].replace('T', ' ')} UTC" if runs_out else ""),
-        highlight=False,
-    )
-    limit = f"${b['spend_limit']}" if b["spend_limit"] is not None else "none"
-    console.print(f"Today (UTC): {b['daily_usage']}   Spend limit: {limit}", highlight=False)
-    if b["throttles"]:
-        for t in b["throttles"]:
-            console.print(f"[bold red]Throttled ({t['cap']}):[/] {t['detail']}", highlight=False)
-    else:
-        console.print("Throttle: none")
-
-
 def billing(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """This period's usage, estimated bill, reset date and throttle status."""
     body = _client(ctx).json("GET", "/v1/billing")
     if json_out:
         print_json(body)
     else:
-        render_billing(body)
+        render_billing(console, body)
 
 
 # -- spend limit -----------------------------------------------------------------------------
@@ -115,8 +58,10 @@ def _limit(ctx: typer.Context, amount: str | None, json_out: bool) -> None:
         console.print("Spend limit removed.")
     else:
         console.print(
-            f"Spend limit set to ${body['spend_limit']} (estimated bill "
-            f"${body['estimate']['total']}, throttle: {body['throttle_status']}).",
+            safe(
+                f"Spend limit set to ${body['spend_limit']} (estimated bill "
+                f"${body['estimate']['total']}, throttle: {body['throttle_status']})."
+            ),
             highlight=False,
         )
 
@@ -143,7 +88,7 @@ def spend_limit_show(ctx: typer.Context) -> None:
     body = _client(ctx).json("GET", "/v1/billing")
     limit = "none" if body["spend_limit"] is None else f"${body['spend_limit']}"
     console.print(
-        f"Spend limit: {limit}; estimated bill ${body['estimate']['total']}", highlight=False
+        safe(f"Spend limit: {limit}; estimated bill ${body['estimate']['total']}"), highlight=False
     )
 
 
@@ -173,7 +118,7 @@ def support_billing(ctx: typer.Context, org: OrgOpt, json_out: JsonOpt = False) 
     if json_out:
         print_json(body)
     else:
-        render_billing(body)
+        render_billing(console, body)
 
 
 @credit_app.command("grant")
@@ -199,8 +144,10 @@ def credit_grant(
         print_json(body)
         return
     console.print(
-        f"Granted ${body['amount']} to {body['org_id']} (credit {body['id']}); it reduces the "
-        f"period starting {body['period_start'][:10]}. Polar: {body['polar_state']}.",
+        safe(
+            f"Granted ${body['amount']} to {body['org_id']} (credit {body['id']}); it reduces "
+            f"the period starting {body['period_start'][:10]}. Polar: {body['polar_state']}."
+        ),
         highlight=False,
     )
 
@@ -216,12 +163,12 @@ def credit_list(ctx: typer.Context, org: OrgOpt, json_out: JsonOpt = False) -> N
     for r in rows:
         polar = r["polar_state"] + (f" ({r['polar_error']})" if r["polar_error"] else "")
         table.add_row(
-            r["created_at"][:16],
-            f"${r['amount']}",
-            r["granted_by_role"],
-            r["period_start"][:10],
-            polar,
-            r["reason"],
+            safe(r["created_at"][:16]),
+            safe(f"${r['amount']}"),
+            safe(r["granted_by_role"]),
+            safe(r["period_start"][:10]),
+            safe(polar),
+            safe(r["reason"]),
         )
     console.print(table)
 
@@ -235,7 +182,7 @@ def credit_retry(ctx: typer.Context, credit_id: str, json_out: JsonOpt = False) 
     if json_out:
         print_json(body)
     else:
-        console.print(f"Credit {body['id']} is queued for Polar again.", highlight=False)
+        console.print(safe(f"Credit {body['id']} is queued for Polar again."), highlight=False)
 
 
 @support_app.command("audit")
@@ -260,11 +207,11 @@ def audit(
     for e in page["entries"]:
         details = ", ".join(f"{k}={v}" for k, v in e["details"].items())
         table.add_row(
-            e["at"][:19],
-            e["action"],
-            (e["org_id"] or "")[:8],
-            e["actor_role"],
-            details,
-            e["reason"] or "",
+            safe(e["at"][:19]),
+            safe(e["action"]),
+            safe((e["org_id"] or "")[:8]),
+            safe(e["actor_role"]),
+            safe(details),
+            safe(e["reason"] or ""),
         )
     console.print(table)

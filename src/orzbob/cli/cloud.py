@@ -6,11 +6,11 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from orzbob.cli.billing import register_cloud_commands
 from orzbob.cli.client import ApiClient, save_credentials
-from orzbob.cli.common import console, err_console, print_json
+from orzbob.cli.common import console, err_console, line, print_json, safe
 
 app = typer.Typer(help="Your cloud instances, usage and bill.", no_args_is_help=True)
 register_cloud_commands(app)  # `billing` and `spend-limit …` (cli/billing.py)
@@ -41,8 +41,12 @@ def _show(instance: dict[str, Any], json_out: bool, verb: str | None = None) -> 
     reason = f" ({instance['reason']})" if instance.get("reason") else ""
     prefix = f"{verb} " if verb else ""
     console.print(
-        f"{prefix}instance [bold]{instance['id']}[/] {instance['name']} "
-        f"[{instance['tier']}] is {instance['state']}{reason}",
+        line(
+            f"{prefix}instance ",
+            safe(instance["id"], "bold"),
+            " ",
+            safe(f"{instance['name']} [{instance['tier']}] is {instance['state']}{reason}"),
+        ),
         highlight=False,
     )
 
@@ -57,7 +61,14 @@ def login(
     client.token = token
     org = client.json("GET", "/v1/orgs/me")
     path = save_credentials(client.api_url, token)
-    console.print(f"Logged in to {org['name']} ({org['plan']}); credentials saved to {path}.")
+    console.print(
+        line(
+            "Logged in to ",
+            safe(org["name"]),
+            safe(f" ({org['plan']}); credentials saved to {path}."),
+        ),
+        highlight=False,
+    )
 
 
 @app.command("new")
@@ -86,12 +97,22 @@ def list_(
     if json_out:
         print_json(rows)
         return
-    table = Table("id", "name", "tier", "state", "reason", "last seen")
+    # Ids are what the next command needs: never cut them. Times are UTC.
+    table = Table(
+        Column("id", no_wrap=True, min_width=36), Column("name", overflow="fold"), "tier",
+        Column("state", overflow="fold"), Column("last active (UTC)", overflow="fold"),
+    )  # fmt: skip
     for r in rows:
-        table.add_row(
-            r["id"], r["name"], r["tier"], r["state"], r["reason"] or "", r["last_seen_at"][:19]
-        )
+        state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
+        source = r.get("last_active_source")
+        active = _short_time(r.get("last_active_at")) + (f" {source}" if source else "")
+        table.add_row(safe(r["id"]), safe(r["name"]), safe(r["tier"]), safe(state), safe(active))
     console.print(table)
+
+
+def _short_time(value: str | None) -> str:
+    """ "2026-03-10T12:00:00+00:00" → "03-10 12:00"."""
+    return f"{value[5:10]} {value[11:16]}" if value else "—"
 
 
 @app.command("show")
@@ -138,7 +159,8 @@ def agent(
         )
         sent += 1
         console.print(
-            f"beat {sent}: {beat['state']} (last seen {beat['last_seen_at'][:19]})", highlight=False
+            safe(f"beat {sent}: {beat['state']} (last seen {beat['last_seen_at'][:19]})"),
+            highlight=False,
         )
         if count == 0 or sent < count:
             time.sleep(interval)
@@ -166,13 +188,13 @@ def usage(
     table = Table("interval end", "instance", "tier", "minutes", "included", "billable", "state")
     for r in rows["records"]:
         table.add_row(
-            r["interval_end"][:19],
-            r["instance_id"][:8],
-            r["tier"],
+            safe(r["interval_end"][:19]),
+            safe(r["instance_id"][:8]),
+            safe(r["tier"]),
             str(r["minutes"]),
             str(r["included_minutes"]),
             str(r["billable_minutes"]),
-            r["state"],
+            safe(r["state"]),
         )
     console.print(table)
     console.print(f"{rows['total_minutes']} minutes in {len(rows['records'])} records")

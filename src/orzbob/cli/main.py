@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
-from orzbob.cli import admin, billing, cloud, ops
-from orzbob.cli.common import cli_errors, console, run_db, settings_or_exit
+from orzbob.cli import admin, billing, cloud, demo, ops
+from orzbob.cli.common import (
+    cli_errors,
+    console,
+    err_console,
+    line,
+    run_db,
+    safe,
+    settings_or_exit,
+)
 from orzbob.config import Settings
 from orzbob.runtime import Runtime
 
@@ -25,6 +34,7 @@ app.add_typer(cloud.app, name="cloud")
 app.add_typer(ops.metering_app, name="metering")
 app.add_typer(ops.polar_app, name="polar")
 app.add_typer(billing.support_app, name="support")
+app.command("demo")(demo.demo)
 
 
 @db_app.command("upgrade")
@@ -127,7 +137,21 @@ def dev(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:  # the last resort: one line, the traceback only on request
+        if os.environ.get("ORZ_DEBUG"):
+            raise
+        err_console.print(
+            line(
+                ("error: ", "bold red"),
+                safe(f"unexpected {exc.__class__.__name__}: {exc}"),
+                " (this is a bug; ORZ_DEBUG=1 shows the traceback)",
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1) from None
 
 
 __all__ = ["app", "main", "run_db"]

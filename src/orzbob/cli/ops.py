@@ -18,9 +18,11 @@ from orzbob.cli.common import (
     console,
     err_console,
     fail,
+    line,
     print_json,
     run_db,
     runtime_or_exit,
+    safe,
     settings_or_exit,
 )
 from orzbob.metering.models import RecordState, UsageRecord
@@ -85,7 +87,8 @@ def dead(
         return
     for r in rows:
         console.print(
-            f"{r['id']}  org {r['org_id']}  {r['minutes']} min  {r['error']}", highlight=False
+            safe(f"{r['id']}  org {r['org_id']}  {r['minutes']} min  {r['error']}"),
+            highlight=False,
         )
     console.print(f"{len(rows)} dead record(s) shown")
 
@@ -228,8 +231,10 @@ def sync(
         return
     prefix = "would " if dry_run else ""
     for change in report.changes:
-        console.print(f"{prefix}{change.line()}", highlight=False, soft_wrap=True)
+        console.print(safe(f"{prefix}{change.line()}"), highlight=False, soft_wrap=True)
     for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(
+            line(("warning: ", "yellow"), safe(warning)), highlight=False, soft_wrap=True
+        )
     if not report.changes:
         console.print(f"no changes: Polar at {settings.polar_api_url} matches the catalog")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from orzbob.accounts.service import Principal
 from orzbob.api.deps import NowDep, OrgPrincipalDep, RuntimeDep, SessionDep
 from orzbob.instances.models import Instance, State
-from orzbob.instances.schemas import Heartbeat, InstanceCreate, InstanceOut
+from orzbob.instances.schemas import Heartbeat, HeartbeatOut, InstanceCreate, InstanceOut
 from orzbob.instances.service import instance_service
 from orzbob.runtime import Runtime
 
@@ -105,7 +105,7 @@ def stop_instance(
     return _command(instance_service.stop, instance_id, principal, runtime, session, now)
 
 
-@router.post("/{instance_id}/heartbeat", response_model=InstanceOut)
+@router.post("/{instance_id}/heartbeat", response_model=HeartbeatOut)
 def heartbeat(
     instance_id: uuid.UUID,
     body: Heartbeat,
@@ -113,14 +113,23 @@ def heartbeat(
     runtime: RuntimeDep,
     session: SessionDep,
     now: NowDep,
-) -> InstanceOut:
-    instance = instance_service.heartbeat(
+) -> HeartbeatOut:
+    """A sign of life from the instance agent. When the instance has reached a cap it is
+    paused at once: the response's `state`, `reason` and `notice` say so."""
+    beat = instance_service.heartbeat(
         session,
         _org(principal),
         instance_id,
         active=body.active,
+        source=body.source,
+        catalog=runtime.catalog,
         now=now,
         timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
-        catalog=runtime.catalog,
     )
-    return InstanceOut.model_validate(instance)
+    out = HeartbeatOut.model_validate(beat.instance)
+    if beat.paused_by is not None and beat.cap_reached_at is not None:
+        out.notice = (
+            f"Paused ({beat.paused_by}): the cap was reached at "
+            f"{beat.cap_reached_at:%Y-%m-%d %H:%M:%S} UTC. Usage stopped at that moment."
+        )
+    return out

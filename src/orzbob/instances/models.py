@@ -56,6 +56,9 @@ class Instance(Base):
     run_started_at: Mapped[datetime | None]
     last_seen_at: Mapped[datetime]
     last_active_at: Mapped[datetime]
+    # What was active at the last active heartbeat (ssh, ide, terminal, job, …): why an
+    # instance did or did not go idle.
+    last_active_source: Mapped[str | None] = mapped_column(String(32))
     stopped_at: Mapped[datetime | None]
 
 

@@ -19,6 +19,14 @@ class Heartbeat(BaseModel):
     active: StrictBool = Field(
         description="Whether a person or agent did something since the last beat."
     )
+    source: str | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$",  # Rust regex: $ is the very end
+        description="What was active: ssh, ide, terminal, job, or another short lowercase name.",
+        examples=["ide"],
+    )
 
 
 class InstanceOut(BaseModel):
@@ -35,4 +43,13 @@ class InstanceOut(BaseModel):
     run_started_at: datetime | None
     last_seen_at: datetime
     last_active_at: datetime
+    last_active_source: str | None = Field(
+        description="What was active at the last active heartbeat (ssh, ide, …)."
+    )
     stopped_at: datetime | None
+
+
+class HeartbeatOut(InstanceOut):
+    notice: str | None = Field(
+        None, description="Set when this heartbeat found a cap reached and paused the instance."
+    )

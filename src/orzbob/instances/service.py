@@ -8,14 +8,15 @@ The global rule for jobs (docs/architecture.md): a transaction never takes a loc
 earlier rank after one of a later rank. A job that touches several orgs either works one org
 (or one instance) per transaction, or takes every lock of one rank, in key order, before any
 lock of the next: orgs by id, then instances, then segments, then quota periods by (org,
-period start). The heartbeat-timeout sweep stops one instance per transaction; the checkpoint
-locks all its segments first, then the periods in key order.
+period start). The heartbeat-timeout sweep (instances.sweeps) stops one instance per
+transaction; the checkpoint locks all its segments first, then the periods in key order.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -27,6 +28,7 @@ from orzbob.catalog.models import Catalog
 from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, Reason, State
 from orzbob.instances.providers import Provider, default_provider
 from orzbob.kit import metrics
+from orzbob.kit.db import on_commit
 from orzbob.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
 from orzbob.metering.service import metering_service
 
@@ -34,6 +36,19 @@ from orzbob.metering.service import metering_service
 # forbids running and when it lifts. The throttle domain adds its caps here.
 RunCheck = Callable[[Session, Org, datetime, Catalog], None]
 run_checks: list[RunCheck] = []
+# Checks run on every heartbeat of a running, locked instance: the moment a cap was reached
+# and the cap's reason, if one was. The throttle domain adds its caps here.
+CapCheck = Callable[[Session, Org, Instance, datetime, Catalog], "tuple[datetime, str] | None"]
+cap_checks: list[CapCheck] = []
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat did: the instance, and the cap that paused it, if one did."""
+
+    instance: Instance
+    paused_by: str | None = None
+    cap_reached_at: datetime | None = None
 
 
 class InstanceService:
@@ -171,27 +186,57 @@ class InstanceService:
         instance_id: uuid.UUID,
         *,
         active: bool,
+        source: str | None = None,
+        catalog: Catalog,
         now: datetime,
         timeout: timedelta | None = None,
-        catalog: Catalog | None = None,
-    ) -> Instance:
-        """Record a sign of life. A beat that comes after the heartbeat timeout should have
-        fired (the sweep was late) applies that timeout first: the instance stops, usage ends
-        at its last beat, and the gap is never billed (pass `timeout` and `catalog`)."""
+    ) -> Beat:
+        """Record a sign of life (and of activity, with what was active); a running instance
+        that has reached a cap pauses at once, its usage closed at the cap's moment.
+
+        A beat that comes after the heartbeat timeout should have fired (the sweep was late)
+        applies that timeout first: the instance stops, its usage ends at its last beat (or
+        an earlier cap), and the gap is never billed (pass `timeout`)."""
         instance = self.get(session, org_id, instance_id, lock=True)
         if instance.state == State.STOPPED.value:
             raise Conflict(
                 f"Instance {instance.id} is stopped ({instance.reason}); "
                 "it no longer accepts heartbeats. Create a new instance."
             )
-        if timeout is not None and catalog is not None and self._timed_out(instance, now, timeout):
-            self._stop_timed_out(session, instance, catalog=catalog, now=now)
-            return instance
+        if timeout is not None and self.timed_out(instance, now, timeout):
+            self.stop_timed_out(session, instance, catalog=catalog, now=now)
+            return Beat(instance)
         instance.last_seen_at = max(instance.last_seen_at, now)
-        if active:
-            instance.last_active_at = max(instance.last_active_at, now)
+        beat = Beat(instance)
+        if instance.state == State.RUNNING.value and cap_checks:
+            # Caps are judged before this beat's activity counts: activity reported now
+            # cannot undo an idle timeout that was due before it (the sweep may run late).
+            beat = self._check_caps(session, instance, catalog=catalog, now=now)
+        if active and now >= instance.last_active_at:
+            instance.last_active_at = now
+            instance.last_active_source = source
         session.flush()
-        return instance
+        return beat
+
+    def _check_caps(
+        self, session: Session, instance: Instance, *, catalog: Catalog, now: datetime
+    ) -> Beat:
+        org = account_service.get_org(session, instance.org_id)
+        for check in cap_checks:
+            reached = check(session, org, instance, now, catalog)
+            if reached is not None:
+                at, cap = reached
+                self.system_transition(
+                    session,
+                    instance,
+                    State.PAUSED,
+                    Reason(cap),
+                    catalog=catalog,
+                    now=now,
+                    close_at=at,
+                )
+                return Beat(instance, paused_by=cap, cap_reached_at=at)
+        return Beat(instance)
 
     # -- the state machine -------------------------------------------------------------
     def _require(self, instance: Instance, to: State) -> None:
@@ -230,9 +275,24 @@ class InstanceService:
         self._require(instance, to)
         before = State(instance.state)
         if before == State.RUNNING:
-            metering_service.close_segment(
-                session, instance, org, at=close_at or now, catalog=catalog, now=now
+            metering_service.close_segments(
+                session, org, [(instance, close_at or now)], catalog=catalog, now=now
             )
+        self._set_state(session, instance, before, to, reason, now=now)
+        session.flush()
+
+    def _set_state(
+        self,
+        session: Session,
+        instance: Instance,
+        before: State,
+        to: State,
+        reason: Reason | None,
+        *,
+        now: datetime,
+    ) -> None:
+        """The state change itself, once the usage of a run that ends is closed."""
+        if before == State.RUNNING:
             instance.run_started_at = None
         if to == State.RUNNING:
             metering_service.open_segment(session, instance, at=now)
@@ -243,11 +303,14 @@ class InstanceService:
         instance.state = to.value
         instance.reason = reason.value if reason else None
         instance.state_changed_at = now
+        label = instance.reason or "none"
         if to == State.STOPPED:
             instance.stopped_at = now
-            metrics.instances_stopped_total.labels(reason=instance.reason or "none").inc()
+            on_commit(session, metrics.instances_stopped_total.labels(label).inc)
         elif to == State.PAUSED:
-            metrics.instances_paused_total.labels(reason=instance.reason or "none").inc()
+            on_commit(session, metrics.instances_paused_total.labels(label).inc)
+            if reason == Reason.IDLE:
+                on_commit(session, metrics.idle_instances_reaped_total.inc)
         session.add(
             InstanceEvent(
                 instance_id=instance.id,
@@ -258,6 +321,29 @@ class InstanceService:
                 at=now,
             )
         )
+
+    def halt_many(
+        self,
+        session: Session,
+        org: Org,
+        halts: Sequence[tuple[Instance, Reason, datetime]],
+        *,
+        to: State,
+        catalog: Catalog,
+        now: datetime,
+    ) -> None:
+        """Pause or stop several locked instances of one org (a cap, the org's deletion),
+        each closing its usage at its own moment, in one allocation."""
+        for instance, _, _ in halts:
+            self._require(instance, to)
+        running = [(i, at) for i, _, at in halts if i.state == State.RUNNING.value]
+        metering_service.close_segments(session, org, running, catalog=catalog, now=now)
+        for instance, reason, _ in halts:
+            self._set_state(session, instance, State(instance.state), to, reason, now=now)
+            if to == State.PAUSED:
+                self.provider.pause(instance)
+            else:
+                self.provider.terminate(instance)
         session.flush()
 
     def system_transition(
@@ -295,12 +381,12 @@ class InstanceService:
             self.provider.terminate(instance)
         return instance
 
-    # -- system sweeps ------------------------------------------------------------------
+    # -- heartbeat timeout (the sweep is in instances.sweeps) ----------------------------
     @staticmethod
-    def _timed_out(instance: Instance, now: datetime, timeout: timedelta) -> bool:
+    def timed_out(instance: Instance, now: datetime, timeout: timedelta) -> bool:
         return instance.state == State.RUNNING.value and instance.last_seen_at < now - timeout
 
-    def _stop_timed_out(
+    def stop_timed_out(
         self, session: Session, instance: Instance, *, catalog: Catalog, now: datetime
     ) -> None:
         # Usage ends at the last beat however late the stop comes: dead time is never billed.
@@ -313,79 +399,6 @@ class InstanceService:
             now=now,
             close_at=instance.last_seen_at,
         )
-
-    def silent_candidates(
-        self, session: Session, *, now: datetime, timeout: timedelta, limit: int = 500
-    ) -> Sequence[uuid.UUID]:
-        """Running instances silent for longer than `timeout`, unlocked (each is re-checked
-        under its lock by `stop_if_silent`)."""
-        return list(
-            session.scalars(
-                select(Instance.id)
-                .where(Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout)
-                .order_by(Instance.id)
-                .limit(limit)
-            )
-        )
-
-    def stop_if_silent(
-        self,
-        session: Session,
-        instance_id: uuid.UUID,
-        *,
-        now: datetime,
-        timeout: timedelta,
-        catalog: Catalog,
-    ) -> bool:
-        """Stop one instance (reason `heartbeat_timeout`) if it is still running and silent.
-        An instance another transaction holds is skipped: it is being changed right now, and
-        the next sweep sees what that change left."""
-        instance = session.scalars(
-            select(Instance)
-            .where(Instance.id == instance_id)
-            .with_for_update(skip_locked=True, key_share=True)
-            .execution_options(populate_existing=True)
-        ).one_or_none()
-        if instance is None or not self._timed_out(instance, now, timeout):
-            return False
-        self._stop_timed_out(session, instance, catalog=catalog, now=now)
-        return True
-
-    def stop_silent(
-        self,
-        session: Session,
-        *,
-        now: datetime,
-        timeout: timedelta,
-        catalog: Catalog,
-        limit: int = 500,
-    ) -> int:
-        """Stop running instances silent for longer than `timeout`; usage ends at their last
-        heartbeat, so dead time is never billed."""
-        stopped = 0
-        for instance_id in self.silent_candidates(session, now=now, timeout=timeout, limit=limit):
-            stopped += self.stop_if_silent(
-                session, instance_id, now=now, timeout=timeout, catalog=catalog
-            )
-        return stopped
-
-    def stop_org_instances(
-        self, session: Session, org: Org, now: datetime, catalog: Catalog
-    ) -> int:
-        """Stop every instance of an org being deleted (reason `admin`), closing its usage in
-        the caller's transaction. The caller holds the org row lock; every instance, then
-        every open segment, is locked before the first close locks a quota period."""
-        instances = session.scalars(
-            select(Instance)
-            .where(Instance.org_id == org.id, Instance.state != State.STOPPED.value)
-            .order_by(Instance.id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
-        ).all()
-        metering_service.lock_open_segments(session, org.id)
-        for instance in instances:
-            self._halt(session, instance, State.STOPPED, Reason.ADMIN, catalog=catalog, now=now)
-        return len(instances)
 
 
 instance_service = InstanceService()

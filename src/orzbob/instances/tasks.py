@@ -6,7 +6,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from orzbob.instances.models import Instance, State
-from orzbob.instances.service import instance_service
+from orzbob.instances.sweeps import sweep_service
 from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
 from orzbob.runtime import Runtime
@@ -30,14 +30,14 @@ def stop_silent_instances(runtime: Runtime) -> int | Idle:
     failed: set[object] = set()
     while True:
         with runtime.session() as session:
-            ids = instance_service.silent_candidates(
+            ids = sweep_service.silent_candidates(
                 session, now=now, timeout=timeout, limit=BATCH + len(failed)
             )
         todo = [i for i in ids if i not in failed]
         for instance_id in todo:
             try:
                 with runtime.session() as session:
-                    stopped += instance_service.stop_if_silent(
+                    stopped += sweep_service.stop_if_silent(
                         session, instance_id, now=now, timeout=timeout, catalog=runtime.catalog
                     )
             except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -185,6 +185,26 @@ def advisory_lock(engine: Engine, name: str) -> Iterator[bool]:
             if got:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
+
+
+_AFTER_COMMIT = "orzbob_after_commit"
+
+
+def on_commit(session: Session, fn: Callable[[], object]) -> None:
+    """Run `fn` once the session's current transaction has committed (never on rollback):
+    counters of things that happened must not count what was rolled back."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for fn in session.info.pop(_AFTER_COMMIT, []):
+        fn()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 def dialect_name(session: Session) -> str:

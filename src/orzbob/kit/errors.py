@@ -7,10 +7,18 @@ class OrzbobError(Exception):
     status_code = 400
     error = "bad_request"
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        # More fields of the error body beside `error` and `detail` (JSON-ready values).
+        self.extra = extra or {}
 
 
 class BadRequest(OrzbobError):
@@ -38,6 +46,15 @@ class NotFound(OrzbobError):
 class Conflict(OrzbobError):
     status_code = 409
     error = "conflict"
+
+
+class CapHolds(Conflict):
+    """A cap forbids running now: `error` names the cap, `retry_at` says when it lifts by
+    itself (null where only an action lifts it: an upgrade, a higher spend limit)."""
+
+    def __init__(self, cap: str, detail: str, *, retry_at: str | None) -> None:
+        super().__init__(detail, extra={"retry_at": retry_at})
+        self.error = cap
 
 
 class Unprocessable(OrzbobError):

@@ -57,6 +57,23 @@ idle_instances_reaped_total = Counter(
 daily_usage_hours = Gauge(
     "orzbob_daily_usage_hours", "Instance-hours run today (UTC) across all orgs", registry=REGISTRY
 )
+cap_sweep_duration_seconds = Histogram(
+    "orzbob_cap_sweep_duration_seconds", "Duration of one cap sweep", registry=REGISTRY
+)
+cap_sweep_paused = Histogram(
+    "orzbob_cap_sweep_paused_instances",
+    "Instances paused by one cap sweep",
+    buckets=(0, 1, 10, 100, 1000, 10000, 100000),
+    registry=REGISTRY,
+)
+cap_sweep_errors_total = Counter(
+    "orzbob_cap_sweep_errors_total", "Orgs a cap sweep failed to enforce", registry=REGISTRY
+)
+cap_sweep_last_success = Gauge(
+    "orzbob_cap_sweep_last_success_timestamp_seconds",
+    "When a cap sweep last completed (Unix time)",
+    registry=REGISTRY,
+)
 alerts_sent_total = Counter(
     "orzbob_alerts_sent_total", "Budget alert e-mails delivered", ["threshold"], registry=REGISTRY
 )

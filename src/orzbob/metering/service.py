@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,16 @@ from orzbob.quota.periods import boundaries_between
 
 _MICROSECOND = timedelta(microseconds=1)
 
+# Caps cut usage (SPEC §6): the throttle domain registers limiters that say, for the open
+# segments of the given orgs, the latest instant each may be counted to. `closing` maps a
+# segment being closed to the moment it closes (a user's pause counts up to then, not up to
+# the last heartbeat). Segments a limiter does not name are not limited by it.
+Limiter = Callable[
+    [Session, Sequence[Org], Catalog, datetime, Mapping[uuid.UUID, datetime]],
+    dict[uuid.UUID, datetime],
+]
+limiters: list[Limiter] = []
+
 # Moments past which an org's usage must not be recorded yet, by org id: a plan change that
 # fell due and is not applied yet is a boundary, like a period end (the polar domain
 # registers its scheduled changes here through `install_hooks`).
@@ -35,6 +45,22 @@ def rounded_minutes(start: datetime, end: datetime) -> int:
 
 
 class MeteringService:
+    def limits(
+        self,
+        session: Session,
+        orgs: Sequence[Org],
+        *,
+        catalog: Catalog,
+        now: datetime,
+        closing: Mapping[uuid.UUID, datetime] | None = None,
+    ) -> dict[uuid.UUID, datetime]:
+        """The earliest limit every registered limiter puts on each open segment."""
+        out: dict[uuid.UUID, datetime] = {}
+        for limiter in limiters:
+            for seg_id, at in limiter(session, orgs, catalog, now, closing or {}).items():
+                out[seg_id] = min(at, out.get(seg_id, at))
+        return out
+
     def open_segment(self, session: Session, instance: Instance, *, at: datetime) -> UsageSegment:
         segment = UsageSegment(
             org_id=instance.org_id,
@@ -56,23 +82,49 @@ class MeteringService:
             .with_for_update(key_share=True)
         ).one_or_none()
 
-    def close_segment(
+    def open_segments_of(
+        self, session: Session, instance_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, UsageSegment]:
+        """The open segments of these instances, locked in id order."""
+        return {
+            s.instance_id: s
+            for s in session.scalars(
+                select(UsageSegment)
+                .where(
+                    UsageSegment.instance_id.in_(sorted(instance_ids)),
+                    UsageSegment.ended_at.is_(None),
+                )
+                .order_by(UsageSegment.id)
+                .with_for_update(key_share=True)
+            )
+        }
+
+    def close_segments(
         self,
         session: Session,
-        instance: Instance,
         org: Org,
+        closes: Sequence[tuple[Instance, datetime]],
         *,
-        at: datetime,
         catalog: Catalog,
         now: datetime,
     ) -> list[dict[str, Any]]:
-        """Close the instance's open segment at `at`, recording the minutes not yet emitted."""
-        segment = self.open_segment_of(session, instance.id)
-        if segment is None:
-            raise Conflict(f"Instance {instance.id} has no open usage segment.")
-        end = max(at, segment.counted_until)
-        rows = allocate(session, org, self._drafts(segment, org, end), catalog=catalog, now=now)
-        segment.ended_at = end
+        """Close each instance's open segment at its moment (never past a cap), recording
+        the minutes not yet emitted, in one allocation."""
+        if not closes:
+            return []
+        segments = self.open_segments_of(session, [i.id for i, _ in closes])
+        for instance, _ in closes:
+            if instance.id not in segments:
+                raise Conflict(f"Instance {instance.id} has no open usage segment.")
+        at_of = {segments[i.id].id: at for i, at in closes}
+        limit = self.limits(session, [org], catalog=catalog, now=now, closing=at_of)
+        drafts: list[UsageDraft] = []
+        for instance, at in closes:
+            segment = segments[instance.id]
+            end = max(min(at, limit.get(segment.id, at)), segment.counted_until)
+            drafts.extend(self._drafts(segment, org, end))
+            segment.ended_at = end
+        rows = allocate(session, org, drafts, catalog=catalog, now=now)
         session.flush()
         return rows
 
@@ -88,9 +140,20 @@ class MeteringService:
         """Emit the minutes open segments have accrued up to their instance's last sign of
         life (never past it). Returns the number of usage records written."""
         by_org: dict[uuid.UUID, list[UsageDraft]] = defaultdict(list)
+        limits = self.limits(
+            session,
+            [orgs[o] for o in sorted({seg.org_id for seg, _ in pairs})],
+            catalog=catalog,
+            now=now,
+        )
         cuts = self._cuts(session, orgs.keys(), now)
         for segment, instance in pairs:
-            upto = min(now, instance.last_seen_at, cuts.get(segment.org_id, now))
+            upto = min(
+                now,
+                instance.last_seen_at,
+                limits.get(segment.id, now),
+                cuts.get(segment.org_id, now),
+            )
             if upto <= segment.counted_until:
                 continue
             by_org[segment.org_id].extend(self._drafts(segment, orgs[segment.org_id], upto))
@@ -111,8 +174,10 @@ class MeteringService:
         current plan: called just before its plan changes, so the change is a boundary.
         The caller holds the org row; segments are locked before any period."""
         drafts: list[UsageDraft] = []
-        for segment, instance in self.lock_open_segments(session, org.id):
-            upto = min(at, instance.last_seen_at)
+        pairs = self.lock_open_segments(session, org.id)
+        limits = self.limits(session, [org], catalog=catalog, now=at) if pairs else {}
+        for segment, instance in pairs:
+            upto = min(at, instance.last_seen_at, limits.get(segment.id, at))
             if upto > segment.counted_until:
                 drafts.extend(self._drafts(segment, org, upto))
         return len(allocate(session, org, drafts, catalog=catalog, now=at))

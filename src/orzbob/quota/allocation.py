@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
-from orzbob.kit.db import insert_ignore, new_id, upsert_add
+from orzbob.kit.db import insert_ignore, new_id, on_commit, upsert_add
 from orzbob.kit.money import to_cents
 from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
@@ -140,7 +140,7 @@ def allocate_many(
             qp.exhausted_at = min(
                 draft.interval_end, draft.interval_start + timedelta(minutes=included)
             )
-            metrics.quota_exceeded_total.labels(plan=plan.id).inc()
+            on_commit(session, metrics.quota_exceeded_total.labels(plan=plan.id).inc)
         sums = tier_sums[(org.id, period.start, draft.tier)]
         for i, v in enumerate((draft.minutes, included, overage, billable, small)):
             sums[i] += v

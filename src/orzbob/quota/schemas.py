@@ -55,7 +55,18 @@ class ForecastOut(BaseModel):
 class ThrottleOut(BaseModel):
     cap: str
     detail: str
-    lifts_at: datetime | None
+    lifts_at: datetime | None = Field(
+        description="When the cap lifts by itself; it also lifts with an upgrade or a higher "
+        "spend limit where that applies."
+    )
+
+
+class UpcomingOut(BaseModel):
+    cap: str = Field(description="idle, continuous_cap, daily_cap, quota_exhausted, spend_limit")
+    at: datetime = Field(description="When the cap will be reached at the current rate.")
+    instance_id: uuid.UUID | None = Field(description="The instance, for per-instance caps.")
+    instance_name: str | None
+    detail: str
 
 
 class BillingOut(BaseModel):
@@ -78,10 +89,16 @@ class BillingOut(BaseModel):
     credits: CreditsOut
     spend_limit: str | None
     forecast: ForecastOut
-    throttles: list[ThrottleOut]
+    throttles: list[ThrottleOut] = Field(description="Caps in force now, most binding first.")
+    upcoming: list[UpcomingOut] = Field(
+        description="Caps that will be reached within the next hour at the current rate."
+    )
+    as_of: datetime = Field(description="The moment these figures are true as of (service clock).")
 
     @classmethod
-    def from_status(cls, s: QuotaStatus) -> BillingOut:
+    def from_status(
+        cls, s: QuotaStatus, *, throttles: list[ThrottleOut], upcoming: list[UpcomingOut]
+    ) -> BillingOut:
         fc = s.forecast
         return cls(
             organization=s.org_name,
@@ -93,7 +110,7 @@ class BillingOut(BaseModel):
             reset_date=s.period.end,
             estimated_bill=float(s.estimate),
             daily_usage=hours_minutes(s.today_minutes),
-            throttle_status=s.throttle_status,
+            throttle_status=throttles[0].cap if throttles else "none",
             org_id=s.org_id,
             plan_id=s.plan.id,
             period_start=s.period.start,
@@ -132,9 +149,9 @@ class BillingOut(BaseModel):
                 projected_bill=str(fc.projected_bill),
                 allowance_runs_out_at=fc.allowance_runs_out_at,
             ),
-            throttles=[
-                ThrottleOut(cap=t.cap, detail=t.detail, lifts_at=t.lifts_at) for t in s.throttles
-            ],
+            throttles=throttles,
+            upcoming=upcoming,
+            as_of=s.now,
         )
 
 

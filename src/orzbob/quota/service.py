@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 
 from sqlalchemy import select
@@ -47,13 +47,6 @@ class TierLine:
 
 
 @dataclass(frozen=True)
-class Throttle:
-    cap: str
-    detail: str
-    lifts_at: datetime | None
-
-
-@dataclass(frozen=True)
 class QuotaStatus:
     org_id: uuid.UUID
     org_name: str
@@ -76,15 +69,10 @@ class QuotaStatus:
     spend_limit: Decimal | None
     today_minutes: int
     forecast: Forecast
-    throttles: list[Throttle]
 
     @property
     def remaining_small_minutes(self) -> int:
         return max(0, self.plan.included_small_minutes - self.used_small_minutes)
-
-    @property
-    def throttle_status(self) -> str:
-        return self.throttles[0].cap if self.throttles else "none"
 
 
 def floor_hundredths(value: Decimal) -> Decimal:
@@ -103,10 +91,6 @@ def in_overage(plan: Plan, tiers: list[TierLine], *, remaining: int) -> bool:
     if plan.included_small_minutes == 0:
         return False
     return any(t.overage_minutes > 0 and t.small_hour_weight > remaining for t in tiers)
-
-
-def _next_midnight(now: datetime) -> datetime:
-    return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time(0), tzinfo=UTC)
 
 
 class QuotaService:
@@ -174,7 +158,7 @@ class QuotaService:
             exhausted_at=exhausted_at,
             credits_available=credits.carried_in + credits.granted_this_period,
         )
-        status = QuotaStatus(
+        return QuotaStatus(
             org_id=org.id,
             org_name=org.name,
             plan=plan,
@@ -196,10 +180,7 @@ class QuotaService:
             spend_limit=spend_limit,
             today_minutes=int(today or 0),
             forecast=fc,
-            throttles=[],
         )
-        status.throttles.extend(self._throttles(status, catalog))
-        return status
 
     def status_of(
         self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
@@ -207,46 +188,6 @@ class QuotaService:
         return self.status(
             session, account_service.get_org(session, org_id), catalog=catalog, now=now
         )
-
-    def _throttles(self, s: QuotaStatus, catalog: Catalog) -> list[Throttle]:
-        """Caps in force now, most binding first (the first is `throttle_status`)."""
-        plan, out = s.plan, []
-        reset = f"{s.period.end:%Y-%m-%d}"
-        smallest = min(catalog.tier(t).small_hour_weight for t in plan.tiers)
-        if (
-            plan.after_allowance == "hard_stop"
-            and plan.included_small_minutes > 0
-            and s.remaining_small_minutes < smallest
-        ):
-            out.append(
-                Throttle(
-                    "quota_exhausted",
-                    f"The {plan.name} allowance of {plan.included_small_hours} small-hours is "
-                    f"used up; instances stay paused until the period resets on {reset} "
-                    "or you upgrade.",
-                    s.period.end,
-                )
-            )
-        if s.spend_limit is not None and s.estimate >= s.spend_limit:
-            out.append(
-                Throttle(
-                    "spend_limit",
-                    f"The estimated bill {format_usd(s.estimate)} has reached the spend limit "
-                    f"of {format_usd(s.spend_limit)}; raise or remove the limit, or wait for "
-                    f"the period to reset on {reset}.",
-                    s.period.end,
-                )
-            )
-        if s.today_minutes >= plan.daily_cap_instance_hours * 60:
-            out.append(
-                Throttle(
-                    "daily_cap",
-                    f"Your instances ran {plan.daily_cap_instance_hours} instance-hours today "
-                    "(UTC); running again is allowed from 00:00 UTC.",
-                    _next_midnight(s.now),
-                )
-            )
-        return out
 
     # -- spend limit -----------------------------------------------------------------------
     def set_spend_limit(

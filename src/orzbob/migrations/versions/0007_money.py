@@ -2,7 +2,7 @@
 a credit was put on before it is attached
 
 Revision ID: 0007_money
-Revises: 0006_daily_usage_day
+Revises: 0008_throttle
 Create Date: 2026-11-29 01:10:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import orzbob.kit.db
 
 revision = "0007_money"
-down_revision = "0006_daily_usage_day"
+down_revision = "0008_throttle"
 branch_labels = None
 depends_on = None
 

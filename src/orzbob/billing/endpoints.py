@@ -5,6 +5,7 @@ import uuid
 from fastapi import APIRouter
 
 from orzbob.api.deps import NowDep, OrgAdminDep, OrgPrincipalDep, RuntimeDep, SessionDep, StaffDep
+from orzbob.billing.service import billing_service
 from orzbob.quota.schemas import BillingOut, SpendLimitIn
 from orzbob.quota.service import quota_service
 
@@ -17,8 +18,7 @@ def get_billing(
 ) -> BillingOut:
     """This period's usage, allowance, estimated bill, credits, forecast and throttles."""
     assert principal.org_id is not None
-    status = quota_service.status_of(session, principal.org_id, catalog=runtime.catalog, now=now)
-    return BillingOut.from_status(status)
+    return billing_service.read_of(session, principal.org_id, catalog=runtime.catalog, now=now)
 
 
 @router.put("/v1/billing/spend-limit", response_model=BillingOut)
@@ -35,9 +35,7 @@ def set_spend_limit(
     org = quota_service.set_spend_limit(
         session, principal.org_id, body.amount, actor=principal, now=now
     )
-    return BillingOut.from_status(
-        quota_service.status(session, org, catalog=runtime.catalog, now=now)
-    )
+    return billing_service.read(session, org, catalog=runtime.catalog, now=now)
 
 
 @router.get("/v1/admin/orgs/{org_id}/billing", response_model=BillingOut, tags=["admin"])
@@ -45,6 +43,4 @@ def get_org_billing(
     org_id: uuid.UUID, _: StaffDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
 ) -> BillingOut:
     """The staff view of an org's billing object (the same fields the customer sees)."""
-    return BillingOut.from_status(
-        quota_service.status_of(session, org_id, catalog=runtime.catalog, now=now)
-    )
+    return billing_service.read_of(session, org_id, catalog=runtime.catalog, now=now)

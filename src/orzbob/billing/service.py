@@ -1,0 +1,46 @@
+"""The billing read model behind GET /v1/billing: the quota status composed with the caps
+that hold now and the ones coming within the hour."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import Org
+from orzbob.accounts.service import account_service
+from orzbob.catalog.models import Catalog
+from orzbob.quota.schemas import BillingOut, ThrottleOut, UpcomingOut
+from orzbob.quota.service import quota_service
+from orzbob.throttle.service import throttle_service
+
+
+class BillingService:
+    def read(self, session: Session, org: Org, *, catalog: Catalog, now: datetime) -> BillingOut:
+        status = quota_service.status(session, org, catalog=catalog, now=now)
+        throttles = [
+            ThrottleOut(cap=t.cap, detail=t.detail, lifts_at=t.lifts_at)
+            for t in throttle_service.active(status, catalog)
+        ]
+        upcoming = [
+            UpcomingOut(
+                cap=u.cap,
+                at=u.at,
+                instance_id=u.instance_id,
+                instance_name=u.instance_name,
+                detail=u.detail,
+            )
+            for u in throttle_service.upcoming(session, org, catalog=catalog, now=now)
+        ]
+        return BillingOut.from_status(status, throttles=throttles, upcoming=upcoming)
+
+    def read_of(
+        self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
+    ) -> BillingOut:
+        return self.read(
+            session, account_service.get_org(session, org_id), catalog=catalog, now=now
+        )
+
+
+billing_service = BillingService()

@@ -1,0 +1,154 @@
+"""Every query of the throttle domain."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import Org
+from orzbob.catalog.models import Catalog
+from orzbob.instances.models import Instance, State
+from orzbob.metering.models import UsageSegment
+from orzbob.quota.models import DailyUsage, QuotaPeriod
+
+
+class ThrottleRepository:
+    def open_runs(
+        self, session: Session, org_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, list[tuple[UsageSegment, Instance]]]:
+        """Every open segment of these orgs with its instance, in segment order (the order
+        the ledger allocates them in)."""
+        ids = sorted(set(org_ids))
+        out: dict[uuid.UUID, list[tuple[UsageSegment, Instance]]] = defaultdict(list)
+        if not ids:
+            return out
+        rows = session.execute(
+            select(UsageSegment, Instance)
+            .join(Instance, Instance.id == UsageSegment.instance_id)
+            .where(UsageSegment.ended_at.is_(None), UsageSegment.org_id.in_(ids))
+            .order_by(UsageSegment.id)
+        ).all()
+        for seg, inst in rows:
+            out[seg.org_id].append((seg, inst))
+        return out
+
+    def day_usage(
+        self, session: Session, org_ids: Iterable[uuid.UUID], first: date, last: date
+    ) -> dict[uuid.UUID, dict[date, int]]:
+        out: dict[uuid.UUID, dict[date, int]] = defaultdict(dict)
+        ids = sorted(set(org_ids))
+        if not ids:
+            return out
+        for org_id, day, minutes in session.execute(
+            select(DailyUsage.org_id, DailyUsage.day, DailyUsage.minutes).where(
+                DailyUsage.org_id.in_(ids), DailyUsage.day >= first, DailyUsage.day <= last
+            )
+        ):
+            out[org_id][day] = int(minutes)
+        return out
+
+    def lock_running(
+        self, session: Session, org_id: uuid.UUID
+    ) -> Sequence[tuple[Instance, UsageSegment]]:
+        """Lock the org's running instances (skipping any another transaction holds), then
+        their open segments: the global lock order is instance → segment → quota period."""
+        instances = session.scalars(
+            select(Instance)
+            .where(Instance.org_id == org_id, Instance.state == State.RUNNING.value)
+            .order_by(Instance.id)
+            .with_for_update(skip_locked=True, key_share=True)
+            .execution_options(populate_existing=True)
+        ).all()
+        if not instances:
+            return []
+        segments = {
+            s.instance_id: s
+            for s in session.scalars(
+                select(UsageSegment)
+                .where(
+                    UsageSegment.instance_id.in_([i.id for i in instances]),
+                    UsageSegment.ended_at.is_(None),
+                )
+                .order_by(UsageSegment.id)
+                .with_for_update(key_share=True)
+                .execution_options(populate_existing=True)
+            )
+        }
+        return [(i, segments[i.id]) for i in instances if i.id in segments]
+
+    def sweep_candidates(
+        self, session: Session, *, catalog: Catalog, now: datetime, margin_minutes: int
+    ) -> list[uuid.UUID]:
+        """Orgs with a running instance that a cap may stop now, in one set-based query.
+
+        Per-instance caps compare the org's stalest activity and oldest run with each plan's
+        limits; org caps compare the rollups, plus what `margin_minutes` of every running
+        instance could add, with the budgets. The exact moment is computed per org after."""
+        running = (
+            select(
+                Instance.org_id.label("org_id"),
+                func.count().label("n"),
+                func.min(Instance.last_active_at).label("active"),
+                func.min(Instance.run_started_at).label("started"),
+            )
+            .where(Instance.state == State.RUNNING.value)
+            .group_by(Instance.org_id)
+            .subquery()
+        )
+        used = func.coalesce(QuotaPeriod.used_small_minutes, 0)
+        today = func.coalesce(DailyUsage.minutes, 0)
+        per_plan = []
+        for plan in catalog.plans:
+            heaviest = max(catalog.tier(t).small_hour_weight for t in plan.tiers)
+            reasons = [
+                running.c.active <= now - timedelta(minutes=plan.idle_timeout_minutes),
+                running.c.started <= now - timedelta(hours=plan.continuous_cap_hours),
+                today + running.c.n * margin_minutes >= plan.daily_cap_instance_hours * 60,
+            ]
+            if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
+                reasons.append(
+                    used + running.c.n * heaviest * margin_minutes >= plan.included_small_minutes
+                )
+            per_plan.append(and_(Org.plan_id == plan.id, or_(*reasons)))
+        stmt = (
+            select(running.c.org_id)
+            .join(Org, Org.id == running.c.org_id)
+            .outerjoin(
+                QuotaPeriod,
+                and_(
+                    QuotaPeriod.org_id == running.c.org_id,
+                    QuotaPeriod.period_start <= now,
+                    QuotaPeriod.period_end > now,
+                ),
+            )
+            .outerjoin(
+                DailyUsage,
+                and_(DailyUsage.org_id == running.c.org_id, DailyUsage.day == now.date()),
+            )
+            .where(or_(Org.spend_limit_cents.is_not(None), *per_plan))
+            .order_by(running.c.org_id)
+        )
+        return list(dict.fromkeys(session.scalars(stmt)))
+
+    def has_running(self, session: Session) -> bool:
+        return (
+            session.scalar(
+                select(Instance.id).where(Instance.state == State.RUNNING.value).limit(1)
+            )
+            is not None
+        )
+
+    def running_instances(self, session: Session, org_id: uuid.UUID) -> Sequence[Instance]:
+        return session.scalars(
+            select(Instance)
+            .where(Instance.org_id == org_id, Instance.state == State.RUNNING.value)
+            .order_by(Instance.id)
+        ).all()
+
+
+throttle_repository = ThrottleRepository()

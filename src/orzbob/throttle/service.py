@@ -1,0 +1,368 @@
+"""Caps that pause instances (SPEC §6): idle, 8-hour continuous run, 24 instance-hours a UTC
+day, the free allowance's hard stop and the customer's spend limit.
+
+Where each is enforced:
+* the checkpoint and every segment close ask `limits` how far usage may be counted, so no
+  minute past a cap is ever recorded, however late anything runs;
+* the sweep (`enforce`) pauses what a cap has reached, closing usage at the cap's moment;
+* a heartbeat that crosses a cap pauses its instance at once (`heartbeat_cut`);
+* create and resume are refused while an org cap holds (`check_can_run`).
+
+Lock order, as everywhere: instance → usage segment → quota period. The callers hold their
+instance and segment locks; `_context` locks the org's quota period before it reads the
+budget, so two transactions never both spend the same allowance.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import Org
+from orzbob.accounts.service import account_service
+from orzbob.catalog.models import Catalog, Plan
+from orzbob.instances.models import Instance, Reason, State
+from orzbob.instances.service import instance_service
+from orzbob.kit.errors import CapHolds
+from orzbob.kit.money import format_usd
+from orzbob.metering.models import UsageSegment
+from orzbob.metering.service import metering_service
+from orzbob.quota.allocation import lock_periods, org_period
+from orzbob.quota.service import QuotaStatus, quota_service
+from orzbob.throttle.caps import Cap, Cut, OrgBudget, Run, SpendBudget, midnight_after, org_cut
+from orzbob.throttle.repository import throttle_repository
+
+UPCOMING_WINDOW = timedelta(hours=1)
+IDLE_WARNING_AFTER = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Throttle:
+    cap: str
+    detail: str
+    lifts_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    cap: str
+    at: datetime
+    instance_id: uuid.UUID | None
+    instance_name: str | None
+    detail: str
+
+
+def _own_cuts(inst: Instance, plan: Plan) -> list[tuple[datetime, str]]:
+    """The instance's own caps, soonest first (on a tie the continuous cap names it)."""
+    started = inst.run_started_at or inst.state_changed_at
+    return sorted(
+        [
+            (started + timedelta(hours=plan.continuous_cap_hours), Cap.CONTINUOUS),
+            (inst.last_active_at + timedelta(minutes=plan.idle_timeout_minutes), Cap.IDLE),
+        ],
+        key=lambda c: (c[0], c[1] != Cap.CONTINUOUS),
+    )
+
+
+def _hhmm(at: datetime) -> str:
+    return f"{at.astimezone(UTC):%H:%M} UTC"
+
+
+class ThrottleService:
+    # -- exact cut moments ---------------------------------------------------------------
+    def _runs(
+        self,
+        pairs: Sequence[tuple[UsageSegment, Instance]],
+        plan: Plan,
+        catalog: Catalog,
+        *,
+        hi: datetime,
+        closing: Mapping[uuid.UUID, datetime],
+    ) -> list[Run]:
+        """Runs as if each kept running up to `hi` (or up to the moment it is `closing`).
+
+        Caps are judged on run time, not on heartbeats: a cap pauses at its moment, as a
+        user's pause does. The checkpoint still counts no further than the last heartbeat,
+        so a cut computed this way is never later than what the ledger could reach."""
+        runs = []
+        for seg, inst in pairs:
+            own_at, own_cap = _own_cuts(inst, plan)[0]
+            upto = min(hi, own_at, closing.get(seg.id, hi))
+            runs.append(
+                Run(
+                    instance_id=inst.id,
+                    instance_name=inst.name,
+                    segment_id=seg.id,
+                    tier=seg.tier,
+                    weight=catalog.tier(seg.tier).small_hour_weight,
+                    started_at=seg.started_at,
+                    counted_until=seg.counted_until,
+                    emitted=seg.emitted_minutes,
+                    upto=upto,
+                    own_cut=own_at,
+                    own_cap=own_cap,
+                )
+            )
+        return runs
+
+    def _budgets(
+        self,
+        session: Session,
+        orgs: Sequence[Org],
+        runs: Mapping[uuid.UUID, list[Run]],
+        *,
+        catalog: Catalog,
+        now: datetime,
+        hi: datetime,
+        lock: bool,
+    ) -> dict[uuid.UUID, OrgBudget]:
+        periods = {o.id: org_period(o, now) for o in orgs}
+        rows = lock_periods(session, {(o.id, periods[o.id]) for o in orgs}) if lock else {}
+        lo = min((r.counted_until for rs in runs.values() for r in rs), default=now)
+        days = throttle_repository.day_usage(
+            session, [o.id for o in orgs], lo.astimezone(UTC).date(), hi.astimezone(UTC).date()
+        )
+        out: dict[uuid.UUID, OrgBudget] = {}
+        for org in orgs:
+            plan = catalog.plan(org.plan_id)
+            budget = OrgBudget(
+                daily_cap_minutes=plan.daily_cap_instance_hours * 60, day_used=days[org.id]
+            )
+            status: QuotaStatus | None = None
+            if org.spend_limit_cents is not None or not lock:
+                status = quota_service.status(session, org, catalog=catalog, now=now)
+            if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
+                qp = rows.get((org.id, periods[org.id].start))
+                used = qp.used_small_minutes if qp else (status.used_small_minutes if status else 0)
+                budget.allowance_left = plan.included_small_minutes - used
+            if org.spend_limit_cents is not None and status is not None:
+                assert status.spend_limit is not None
+                budget.spend = SpendBudget(
+                    limit=status.spend_limit,
+                    base=plan.monthly_base,
+                    credits_available=status.credits.carried_in
+                    + status.credits.granted_this_period,
+                    allowance_left=max(0, plan.included_small_minutes - status.used_small_minutes),
+                    bills_overage=plan.bills_overage,
+                    billable={t.tier: t.billable_minutes for t in status.tiers},
+                    rates={t.id: t.hourly_rate for t in catalog.tiers},
+                )
+            out[org.id] = budget
+        return out
+
+    def cuts(
+        self,
+        session: Session,
+        orgs: Sequence[Org],
+        *,
+        catalog: Catalog,
+        now: datetime,
+        pairs: Mapping[uuid.UUID, Sequence[tuple[UsageSegment, Instance]]] | None = None,
+        closing: Mapping[uuid.UUID, datetime] | None = None,
+    ) -> dict[uuid.UUID, Cut]:
+        """For every open segment of these orgs, the first cap it meets up to `now` (or,
+        for a segment in `closing`, up to the moment it is being closed), if any."""
+        closing = closing or {}
+        if pairs is None:
+            pairs = throttle_repository.open_runs(session, [o.id for o in orgs])
+        hi = max([now, *closing.values()])
+        runs = {
+            o.id: self._runs(
+                pairs.get(o.id, []),
+                catalog.plan(o.plan_id),
+                catalog,
+                hi=hi,
+                closing=closing,
+            )
+            for o in orgs
+        }
+        budgets = self._budgets(session, orgs, runs, catalog=catalog, now=now, hi=hi, lock=True)
+        out: dict[uuid.UUID, Cut] = {}
+        for org in orgs:
+            shared = org_cut(runs[org.id], budgets[org.id], hi=hi)
+            for run in runs[org.id]:
+                own = Cut(run.own_cut, run.own_cap)
+                best = shared if shared is not None and shared.at < own.at else own
+                if best.at <= hi:
+                    out[run.segment_id] = best
+        return out
+
+    def limits(
+        self,
+        session: Session,
+        orgs: Sequence[Org],
+        catalog: Catalog,
+        now: datetime,
+        closing: Mapping[uuid.UUID, datetime],
+    ) -> dict[uuid.UUID, datetime]:
+        """The metering limiter: the latest instant each open segment may be counted to."""
+        return {
+            seg_id: cut.at
+            for seg_id, cut in self.cuts(
+                session, orgs, catalog=catalog, now=now, closing=closing
+            ).items()
+        }
+
+    # -- enforcement ---------------------------------------------------------------------
+    def enforce(
+        self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
+    ) -> list[Instance]:
+        """Pause the org's running instances that a cap has reached by `now`, closing their
+        usage at the cap's moment. One org per transaction; returns the paused instances."""
+        org = account_service.get_org(session, org_id)
+        locked = throttle_repository.lock_running(session, org.id)
+        if not locked:
+            return []
+        by_segment = {seg.id: inst for inst, seg in locked}
+        cuts = self.cuts(
+            session,
+            [org],
+            catalog=catalog,
+            now=now,
+            pairs={org.id: [(seg, inst) for inst, seg in locked]},
+        )
+        halts = [
+            (by_segment[seg_id], Reason(cut.cap), cut.at)
+            for seg_id, cut in sorted(cuts.items(), key=lambda kv: kv[1].at)
+            if seg_id in by_segment and cut.at <= now
+        ]
+        instance_service.halt_many(session, org, halts, to=State.PAUSED, catalog=catalog, now=now)
+        return [inst for inst, _, _ in halts]
+
+    def heartbeat_cut(
+        self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
+    ) -> Cut | None:
+        """The cap this running, locked instance has reached by `now`, if any."""
+        seg = metering_service.open_segment_of(session, instance.id)
+        if seg is None:
+            return None
+        cut = self.cuts(session, [org], catalog=catalog, now=now).get(seg.id)
+        return cut if cut is not None and cut.at <= now else None
+
+    def cap_check(
+        self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
+    ) -> tuple[datetime, str] | None:
+        """The `cap_checks` hook of instances: (moment, cap) when a heartbeat finds one."""
+        cut = self.heartbeat_cut(session, org, instance, now, catalog)
+        return None if cut is None else (cut.at, cut.cap)
+
+    # -- what holds now, and what comes next ---------------------------------------------
+    def active(self, status: QuotaStatus, catalog: Catalog) -> list[Throttle]:
+        """Org caps in force now, most binding first (the first is `throttle_status`)."""
+        plan, out = status.plan, []
+        reset = f"{status.period.end:%Y-%m-%d}"
+        smallest = min(catalog.tier(t).small_hour_weight for t in plan.tiers)
+        if (
+            plan.after_allowance == "hard_stop"
+            and plan.included_small_minutes > 0
+            and status.remaining_small_minutes < smallest
+        ):
+            out.append(
+                Throttle(
+                    Cap.QUOTA,
+                    f"The {plan.name} allowance of {plan.included_small_hours} small-hours is "
+                    f"used up; instances stay paused until the period resets on {reset} "
+                    "or you upgrade.",
+                    status.period.end,
+                )
+            )
+        if status.spend_limit is not None and status.estimate >= status.spend_limit:
+            out.append(
+                Throttle(
+                    Cap.SPEND,
+                    f"The estimated bill {format_usd(status.estimate)} has reached the spend "
+                    f"limit of {format_usd(status.spend_limit)}; raise or remove the limit, or "
+                    f"wait for the period to reset on {reset}.",
+                    status.period.end,
+                )
+            )
+        if status.today_minutes >= plan.daily_cap_instance_hours * 60:
+            out.append(
+                Throttle(
+                    Cap.DAILY,
+                    f"Your instances ran {plan.daily_cap_instance_hours} instance-hours today "
+                    "(UTC); running again is allowed from 00:00 UTC.",
+                    midnight_after(status.now),
+                )
+            )
+        return out
+
+    def check_can_run(self, session: Session, org: Org, now: datetime, catalog: Catalog) -> None:
+        """Refuse a create or resume while an org cap holds (the `run_checks` hook)."""
+        status = quota_service.status(session, org, catalog=catalog, now=now)
+        held = self.active(status, catalog)
+        if not held:
+            return
+        first = held[0]
+        # The allowance and the spend limit also lift with an upgrade or a new limit, so
+        # only the daily cap promises a time to retry.
+        retry = first.lifts_at if first.cap == Cap.DAILY else None
+        raise CapHolds(
+            first.cap,
+            first.detail,
+            retry_at=None if retry is None else retry.isoformat().replace("+00:00", "Z"),
+        )
+
+    def upcoming(
+        self, session: Session, org: Org, *, catalog: Catalog, now: datetime
+    ) -> list[Upcoming]:
+        """Caps that will be reached within the next hour if everything running keeps
+        running at today's rate, soonest first."""
+        plan = catalog.plan(org.plan_id)
+        pairs = throttle_repository.open_runs(session, [org.id])[org.id]
+        if not pairs:
+            return []
+        hi = now + UPCOMING_WINDOW
+        runs = self._runs(pairs, plan, catalog, hi=hi, closing={})
+        out: list[Upcoming] = []
+        for _, inst in pairs:
+            for at, cap in _own_cuts(inst, plan):
+                # An instance in use always has an idle deadline ahead; warn only once it
+                # looks idle (no activity for a few minutes).
+                if cap == Cap.IDLE and now - inst.last_active_at < IDLE_WARNING_AFTER:
+                    continue
+                if not now < at <= hi:
+                    continue
+                what = (
+                    "idle timeout"
+                    if cap == Cap.IDLE
+                    else f"{plan.continuous_cap_hours}-hour continuous cap"
+                )
+                out.append(
+                    Upcoming(
+                        cap,
+                        at,
+                        inst.id,
+                        inst.name,
+                        f"Instance {inst.name} reaches the {what} at {_hhmm(at)} and will pause.",
+                    )
+                )
+        budget = self._budgets(
+            session, [org], {org.id: runs}, catalog=catalog, now=now, hi=hi, lock=False
+        )[org.id]
+        shared = org_cut(runs, budget, hi=hi)
+        if shared is not None and shared.at > now:
+            text = {
+                Cap.QUOTA: "The allowance runs out",
+                Cap.DAILY: "The daily cap of "
+                f"{plan.daily_cap_instance_hours} instance-hours is reached",
+                Cap.SPEND: "The estimated bill reaches your spend limit",
+            }[shared.cap]
+            out.append(
+                Upcoming(
+                    shared.cap,
+                    shared.at,
+                    None,
+                    None,
+                    f"{text} at {_hhmm(shared.at)} at the current rate; running instances "
+                    "will pause then.",
+                )
+            )
+        return sorted(out, key=lambda u: u.at)
+
+
+throttle_service = ThrottleService()

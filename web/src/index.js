@@ -1,0 +1,1 @@
+export { BillingCard, BillingCard as default, daysLeft, statusOf } from "./BillingCard.jsx";
