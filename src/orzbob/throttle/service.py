@@ -295,15 +295,31 @@ class ThrottleService:
         query, not the whole computation."""
         plan = catalog.plan(org.plan_id)
         due = any(at <= now for at, _ in _own_cuts(instance, plan))
-        if not due and not throttle_repository.sweep_candidates(
-            session, catalog=catalog, now=now, margin_minutes=BULK_MARGIN_MINUTES, org_ids=[org.id]
-        ):
+        if not due and not self._org_cap_near(session, org, plan, catalog, now):
             return None
         seg = metering_service.open_segment_of(session, instance.id)
         if seg is None:
             return None
         cut = self.cuts(session, [org], catalog=catalog, now=now).get(seg.id)
         return cut if cut is not None and cut.at <= now else None
+
+    def _org_cap_near(
+        self, session: Session, org: Org, plan: Plan, catalog: Catalog, now: datetime
+    ) -> bool:
+        """Whether an org cap may be reached now, from the rollups plus what every running
+        instance could have run since its last checkpoint (the sweep's rule, for one org)."""
+        if org.spend_limit_cents is not None:
+            return True
+        n, used, today = throttle_repository.org_snapshot(session, org.id, now)
+        margin = n * BULK_MARGIN_MINUTES
+        if today + margin >= plan.daily_cap_instance_hours * 60:
+            return True
+        heaviest = max(catalog.tier(t).small_hour_weight for t in plan.tiers)
+        return (
+            plan.after_allowance == "hard_stop"
+            and plan.included_small_minutes > 0
+            and used + margin * heaviest >= plan.included_small_minutes
+        )
 
     def cap_check(
         self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
