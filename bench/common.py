@@ -126,9 +126,9 @@ def print_table() -> None:
     if not RESULTS:
         return
     print("\n== summary")
-    print(f"  {'figure':<46} {'value':>16} {'ratio':>7}  {'target':<28} met")
+    print(f"  {'figure':<56} {'value':>20} {'ratio':>6}  {'target':<30} met")
     for r in RESULTS:
         value = f"{r['value']:,.2f} {r['unit']}"
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
         met = {True: "yes", False: "NO", None: ""}[r["met"]]  # type: ignore[index]
-        print(f"  {r['figure']:<46} {value:>16} {ratio:>7}  {r['target']!s:<28} {met}")
+        print(f"  {r['figure']!s:<56} {value:>20} {ratio:>6}  {r['target']!s:<30} {met}")
