@@ -6,11 +6,11 @@ Where each is enforced:
   minute past a cap is ever recorded, however late anything runs;
 * the sweep (`enforce`) pauses what a cap has reached, closing usage at the cap's moment;
 * a heartbeat that crosses a cap pauses its instance at once (`heartbeat_cut`);
-* create and resume are refused while an org cap holds (`check_can_run`).
+* create and resume are refused while an org cap holds (`throttle.status`).
 
 Lock order, as everywhere: instance → usage segment → quota period. The callers hold their
-instance and segment locks; `_context` locks the org's quota period before it reads the
-budget, so two transactions never both spend the same allowance.
+instance and segment locks; `budgets` locks the org's quota period before it reads what is
+left, so two transactions never both spend the same allowance.
 """
 
 from __future__ import annotations
