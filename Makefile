@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench fmt lint install clean browser web-test verify
+.PHONY: run test bench fmt lint install clean browser web-test verify wrk
 CHROMIUM ?= /usr/bin/chromium
 
 $(BIN)/python:
@@ -44,7 +44,12 @@ verify: install
 	if [ -n "$$failed" ]; then echo "make verify: FAILED:$$failed" >&2; exit 1; fi; \
 	echo "make verify: all $(words $(VERIFY)) checks passed"
 
-bench: install
+# wrk (Debian's package) generates the HTTP load; figures are ratios to a same-run baseline.
+wrk:
+	@command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; }
+
+bench: install wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fmt: install

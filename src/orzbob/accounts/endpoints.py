@@ -9,6 +9,7 @@ from orzbob.accounts.models import Org, Role
 from orzbob.accounts.schemas import (
     ContactsIn,
     OrgCreate,
+    OrgCreatedOut,
     OrgOut,
     OrgUpdate,
     PlanChange,
@@ -88,10 +89,12 @@ def list_orgs(
     return [org_out(o) for o in account_service.list_orgs(session, limit=limit, offset=offset)]
 
 
-@router.post("/v1/admin/orgs", response_model=OrgOut, status_code=201, tags=["admin"])
+@router.post("/v1/admin/orgs", response_model=OrgCreatedOut, status_code=201, tags=["admin"])
 def create_org(
     body: OrgCreate, _: EngineeringDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
-) -> OrgOut:
+) -> OrgCreatedOut:
+    """Create an org (engineering) and its first admin token, returned this once only, as
+    `orz admin org create` does."""
     org = account_service.create_org(
         session,
         name=body.name,
@@ -100,7 +103,10 @@ def create_org(
         catalog=runtime.catalog,
         now=now,
     )
-    return org_out(org)
+    token, raw = account_service.create_token(
+        session, org_id=org.id, role=Role.ADMIN.value, name="first admin", now=now
+    )
+    return OrgCreatedOut(**org_out(org).model_dump(), token=raw, token_id=token.id)
 
 
 @router.get("/v1/admin/orgs/{org_id}", response_model=OrgOut, tags=["admin"])
@@ -119,7 +125,7 @@ def set_org_plan(
 ) -> OrgOut:
     org = account_service.get_org(session, org_id, lock=True)
     before = org.plan_id
-    account_service.set_plan(session, org, body.plan, catalog=runtime.catalog)
+    account_service.set_plan(session, org, body.plan, catalog=runtime.catalog, at=now)
     # Plan changes move money (allowance and base), so staff-made ones are audited.
     audit_service.record(
         session,
@@ -133,5 +139,8 @@ def set_org_plan(
 
 
 @router.delete("/v1/admin/orgs/{org_id}", status_code=204, tags=["admin"])
-def delete_org(org_id: uuid.UUID, _: EngineeringDep, session: SessionDep, now: NowDep) -> None:
-    account_service.delete_org(session, org_id, now=now)
+def delete_org(
+    org_id: uuid.UUID, _: EngineeringDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
+) -> None:
+    """Delete the org; its instances stop (reason `admin`) and their usage closes with it."""
+    account_service.delete_org(session, org_id, now=now, catalog=runtime.catalog)

@@ -16,10 +16,13 @@ class Role(StrEnum):
     SUPPORT_L1 = "support_l1"
     SUPPORT_L2 = "support_l2"
     ENGINEERING = "engineering"
+    # The control plane that gathers instance agents' heartbeats: may beat for any org's
+    # instances (POST /v1/heartbeats) and nothing else.
+    FLEET = "fleet"
 
 
 ORG_ROLES = (Role.MEMBER, Role.ADMIN)
-STAFF_ROLES = (Role.SUPPORT_L1, Role.SUPPORT_L2, Role.ENGINEERING)
+STAFF_ROLES = (Role.SUPPORT_L1, Role.SUPPORT_L2, Role.ENGINEERING, Role.FLEET)
 
 
 class Org(Base):
@@ -36,6 +39,9 @@ class Org(Base):
     polar_subscription_id: Mapped[str | None] = mapped_column(String(64))
     subscription_period_start: Mapped[datetime | None]
     subscription_period_end: Mapped[datetime | None]
+    # When the current (or last) Polar subscription started: an event for a subscription that
+    # started earlier is a replaced one and never changes the plan (polar.subscriptions).
+    polar_subscription_started_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 

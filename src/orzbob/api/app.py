@@ -20,6 +20,7 @@ from orzbob.billing.endpoints import router as billing_router
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
 from orzbob.hooks import install_hooks
+from orzbob.instances.endpoints import beats_router
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
@@ -35,11 +36,13 @@ log = logging.getLogger(__name__)
 def create_app(runtime: Runtime | None = None, *, settings: Settings | None = None) -> FastAPI:
     """Build the API. Periodic jobs run in a background thread unless the test clock drives
     them (or `ORZBOB_RUN_JOBS=false`, for processes that only serve requests)."""
+    install_hooks()
     if runtime is None:
         settings = settings or load_settings()
         settings.check_startup()
         runtime = Runtime.create(settings)
-        register_jobs(runtime)
+        if settings.run_jobs:
+            register_jobs(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +81,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         health_router,
         accounts_router,
         instances_router,
+        beats_router,
         metering_router,
         billing_router,
         credits_router,

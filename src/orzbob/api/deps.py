@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,7 @@ from orzbob.accounts.service import Principal, account_service
 from orzbob.kit.db import session_scope
 from orzbob.kit.errors import Forbidden, Unauthorized
 from orzbob.runtime import Runtime
+from orzbob.testclock import service as testclock_service
 
 _bearer = HTTPBearer(auto_error=False, description="An Orzbob API token (orz_…)")
 
@@ -40,22 +42,33 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def get_now(runtime: RuntimeDep) -> datetime:
+    if testclock_service.is_shared(runtime):
+        # An API replica under a shared test clock: another process may have advanced it.
+        await run_in_threadpool(testclock_service.follow, runtime)
     return runtime.clock.now()
 
 
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-def get_principal(
+def _authenticate(runtime: Runtime, raw: str) -> Principal:
+    # Its own short read-only transaction: authentication must not hold the request's
+    # transaction open (on SQLite a writing transaction holds the one write lock).
+    with session_scope(runtime.read_sessions) as session:
+        return account_service.authenticate(session, raw)
+
+
+async def get_principal(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send your API token as 'Authorization: Bearer <token>'.")
-    # Its own short read-only transaction: authentication must not hold the request's
-    # transaction open (on SQLite a writing transaction holds the one write lock).
-    with session_scope(runtime.read_sessions) as session:
-        return account_service.authenticate(session, credentials.credentials)
+    # A token seen in the last 30 s needs no query and no thread hop.
+    cached = account_service.cached_principal(credentials.credentials)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(_authenticate, runtime, credentials.credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -64,8 +64,34 @@ def server(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
 ) -> None:
-    """Run the HTTP API (and the periodic jobs)."""
+    """Run the HTTP API (and the periodic jobs, unless ORZBOB_RUN_JOBS=false)."""
     _serve(settings_or_exit(), host=host, port=port, migrate=migrate)
+
+
+@app.command("worker")
+def worker(
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = False,
+) -> None:
+    """Run the periodic jobs without the HTTP API (checkpoints, sweeps, plan changes, the
+    flusher, Polar customers and credits). Several workers may share one PostgreSQL
+    database; give each a stable ORZBOB_WORKER_ID."""
+    import signal
+    import threading
+
+    from orzbob.kit.migrate import upgrade
+    from orzbob.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with cli_errors():
+        settings = settings_or_exit()
+        settings.check_startup()
+        runtime = Runtime.create(settings)
+        if migrate:
+            upgrade(runtime.engine)
+        run_worker(runtime, stop)
 
 
 def _serve(
@@ -81,6 +107,7 @@ def _serve(
     from orzbob.api.app import create_app
     from orzbob.jobs import register_jobs
     from orzbob.kit.migrate import upgrade
+    from orzbob.testclock import service as testclock_service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with cli_errors():
@@ -90,7 +117,10 @@ def _serve(
             upgrade(runtime.engine)
         if before_start is not None:
             before_start(runtime)
-        register_jobs(runtime)
+        if settings.run_jobs:
+            register_jobs(runtime)
+        elif settings.test_clock:
+            testclock_service.share(runtime)  # workers run the jobs; follow their clock
         application = create_app(runtime)
     uvicorn.run(
         application,
@@ -98,6 +128,9 @@ def _serve(
         port=port or settings.port,
         log_level="info",
         proxy_headers=True,
+        # One log line per request costs more than a small request itself; the request id
+        # header and the metrics say what an access log would (ORZBOB_ACCESS_LOG=true).
+        access_log=settings.access_log,
     )
 
 

@@ -6,18 +6,19 @@ Where each is enforced:
   minute past a cap is ever recorded, however late anything runs;
 * the sweep (`enforce`) pauses what a cap has reached, closing usage at the cap's moment;
 * a heartbeat that crosses a cap pauses its instance at once (`heartbeat_cut`);
-* create and resume are refused while an org cap holds (`check_can_run`).
+* create and resume are refused while an org cap holds (`throttle.status`).
 
 Lock order, as everywhere: instance → usage segment → quota period. The callers hold their
-instance and segment locks; `_context` locks the org's quota period before it reads the
-budget, so two transactions never both spend the same allowance.
+instance and segment locks; `budgets` locks the org's quota period before it reads what is
+left, so two transactions never both spend the same allowance.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -27,36 +28,21 @@ from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog, Plan
 from orzbob.instances.models import Instance, Reason, State
 from orzbob.instances.service import instance_service
-from orzbob.kit.errors import CapHolds
-from orzbob.kit.money import format_usd
+from orzbob.kit import metrics
 from orzbob.metering.models import UsageSegment
 from orzbob.metering.service import metering_service
 from orzbob.quota.allocation import lock_periods, org_period
 from orzbob.quota.service import QuotaStatus, quota_service
-from orzbob.throttle.caps import Cap, Cut, OrgBudget, Run, SpendBudget, midnight_after, org_cut
+from orzbob.throttle.caps import Cap, Cut, OrgBudget, Run, SpendBudget, org_cut
 from orzbob.throttle.repository import throttle_repository
 
-UPCOMING_WINDOW = timedelta(hours=1)
-IDLE_WARNING_AFTER = timedelta(minutes=5)
+# Usage a beaten org may have run since its last checkpoint, for the bulk path's prefilter
+# (a larger gap only delays the pause to the next sweep; the cut stays exact).
+BULK_MARGIN_MINUTES = 5  # also the heartbeat's prefilter
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Throttle:
-    cap: str
-    detail: str
-    lifts_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Upcoming:
-    cap: str
-    at: datetime
-    instance_id: uuid.UUID | None
-    instance_name: str | None
-    detail: str
-
-
-def _own_cuts(inst: Instance, plan: Plan) -> list[tuple[datetime, str]]:
+def own_cuts(inst: Instance, plan: Plan) -> list[tuple[datetime, str]]:
     """The instance's own caps, soonest first (on a tie the continuous cap names it)."""
     started = inst.run_started_at or inst.state_changed_at
     return sorted(
@@ -68,13 +54,9 @@ def _own_cuts(inst: Instance, plan: Plan) -> list[tuple[datetime, str]]:
     )
 
 
-def _hhmm(at: datetime) -> str:
-    return f"{at.astimezone(UTC):%H:%M} UTC"
-
-
 class ThrottleService:
     # -- exact cut moments ---------------------------------------------------------------
-    def _runs(
+    def runs(
         self,
         pairs: Sequence[tuple[UsageSegment, Instance]],
         plan: Plan,
@@ -90,7 +72,7 @@ class ThrottleService:
         so a cut computed this way is never later than what the ledger could reach."""
         runs = []
         for seg, inst in pairs:
-            own_at, own_cap = _own_cuts(inst, plan)[0]
+            own_at, own_cap = own_cuts(inst, plan)[0]
             upto = min(hi, own_at, closing.get(seg.id, hi))
             runs.append(
                 Run(
@@ -109,7 +91,7 @@ class ThrottleService:
             )
         return runs
 
-    def _budgets(
+    def budgets(
         self,
         session: Session,
         orgs: Sequence[Org],
@@ -119,7 +101,10 @@ class ThrottleService:
         now: datetime,
         hi: datetime,
         lock: bool,
+        statuses: Mapping[uuid.UUID, QuotaStatus] | None = None,
     ) -> dict[uuid.UUID, OrgBudget]:
+        """What is left of each org's budgets; with `lock`, read from its locked period row.
+        A caller that already holds an org's status passes it in `statuses`."""
         periods = {o.id: org_period(o, now) for o in orgs}
         rows = lock_periods(session, {(o.id, periods[o.id]) for o in orgs}) if lock else {}
         lo = min((r.counted_until for rs in runs.values() for r in rs), default=now)
@@ -132,8 +117,8 @@ class ThrottleService:
             budget = OrgBudget(
                 daily_cap_minutes=plan.daily_cap_instance_hours * 60, day_used=days[org.id]
             )
-            status: QuotaStatus | None = None
-            if org.spend_limit_cents is not None or not lock:
+            status = (statuses or {}).get(org.id)
+            if status is None and (org.spend_limit_cents is not None or not lock):
                 status = quota_service.status(session, org, catalog=catalog, now=now)
             if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
                 qp = rows.get((org.id, periods[org.id].start))
@@ -171,7 +156,7 @@ class ThrottleService:
             pairs = throttle_repository.open_runs(session, [o.id for o in orgs])
         hi = max([now, *closing.values()])
         runs = {
-            o.id: self._runs(
+            o.id: self.runs(
                 pairs.get(o.id, []),
                 catalog.plan(o.plan_id),
                 catalog,
@@ -180,7 +165,7 @@ class ThrottleService:
             )
             for o in orgs
         }
-        budgets = self._budgets(session, orgs, runs, catalog=catalog, now=now, hi=hi, lock=True)
+        budgets = self.budgets(session, orgs, runs, catalog=catalog, now=now, hi=hi, lock=True)
         out: dict[uuid.UUID, Cut] = {}
         for org in orgs:
             shared = org_cut(runs[org.id], budgets[org.id], hi=hi)
@@ -233,15 +218,83 @@ class ThrottleService:
         instance_service.halt_many(session, org, halts, to=State.PAUSED, catalog=catalog, now=now)
         return [inst for inst, _, _ in halts]
 
+    def enforce_orgs(
+        self,
+        sessions: Callable[[], AbstractContextManager[Session]],
+        org_ids: Sequence[uuid.UUID],
+        *,
+        catalog: Catalog,
+        now: datetime,
+    ) -> dict[uuid.UUID, str]:
+        """`enforce` each org in its own transaction; one org's failure is logged and left
+        to the next sweep. Returns {paused instance id: cap}."""
+        paused: dict[uuid.UUID, str] = {}
+        for org_id in org_ids:
+            try:
+                with sessions() as session:
+                    for inst in self.enforce(session, org_id, catalog=catalog, now=now):
+                        paused[inst.id] = inst.reason or ""
+            except Exception:  # one org must not stop the caps of every other
+                log.exception("cap enforcement failed for org %s; the next sweep retries", org_id)
+                metrics.cap_sweep_errors_total.inc()
+        return paused
+
+    def bulk_cap_check(
+        self,
+        sessions: Callable[[], AbstractContextManager[Session]],
+        org_ids: Sequence[uuid.UUID],
+        now: datetime,
+        catalog: Catalog,
+    ) -> dict[uuid.UUID, str]:
+        """The `bulk_cap_checks` hook of instances: caps of the orgs a batch of beats
+        touched, found by the sweep's set-based query and enforced one org at a time."""
+        if not org_ids:
+            return {}
+        with sessions() as session:
+            candidates = throttle_repository.sweep_candidates(
+                session,
+                catalog=catalog,
+                now=now,
+                margin_minutes=BULK_MARGIN_MINUTES,
+                org_ids=org_ids,
+            )
+        return self.enforce_orgs(sessions, candidates, catalog=catalog, now=now)
+
     def heartbeat_cut(
         self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
     ) -> Cut | None:
-        """The cap this running, locked instance has reached by `now`, if any."""
+        """The cap this running, locked instance has reached by `now`, if any.
+
+        Its own caps need no query. The org's caps are computed exactly only when the
+        sweep's set-based prefilter says this org may be at one: a heartbeat costs one
+        query, not the whole computation."""
+        plan = catalog.plan(org.plan_id)
+        due = any(at <= now for at, _ in own_cuts(instance, plan))
+        if not due and not self._org_cap_near(session, org, plan, catalog, now):
+            return None
         seg = metering_service.open_segment_of(session, instance.id)
         if seg is None:
             return None
         cut = self.cuts(session, [org], catalog=catalog, now=now).get(seg.id)
         return cut if cut is not None and cut.at <= now else None
+
+    def _org_cap_near(
+        self, session: Session, org: Org, plan: Plan, catalog: Catalog, now: datetime
+    ) -> bool:
+        """Whether an org cap may be reached now, from the rollups plus what every running
+        instance could have run since its last checkpoint (the sweep's rule, for one org)."""
+        if org.spend_limit_cents is not None:
+            return True
+        n, used, today = throttle_repository.org_snapshot(session, org.id, now)
+        margin = n * BULK_MARGIN_MINUTES
+        if today + margin >= plan.daily_cap_instance_hours * 60:
+            return True
+        heaviest = max(catalog.tier(t).small_hour_weight for t in plan.tiers)
+        return (
+            plan.after_allowance == "hard_stop"
+            and plan.included_small_minutes > 0
+            and used + margin * heaviest >= plan.included_small_minutes
+        )
 
     def cap_check(
         self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
@@ -251,118 +304,6 @@ class ThrottleService:
         return None if cut is None else (cut.at, cut.cap)
 
     # -- what holds now, and what comes next ---------------------------------------------
-    def active(self, status: QuotaStatus, catalog: Catalog) -> list[Throttle]:
-        """Org caps in force now, most binding first (the first is `throttle_status`)."""
-        plan, out = status.plan, []
-        reset = f"{status.period.end:%Y-%m-%d}"
-        smallest = min(catalog.tier(t).small_hour_weight for t in plan.tiers)
-        if (
-            plan.after_allowance == "hard_stop"
-            and plan.included_small_minutes > 0
-            and status.remaining_small_minutes < smallest
-        ):
-            out.append(
-                Throttle(
-                    Cap.QUOTA,
-                    f"The {plan.name} allowance of {plan.included_small_hours} small-hours is "
-                    f"used up; instances stay paused until the period resets on {reset} "
-                    "or you upgrade.",
-                    status.period.end,
-                )
-            )
-        if status.spend_limit is not None and status.estimate >= status.spend_limit:
-            out.append(
-                Throttle(
-                    Cap.SPEND,
-                    f"The estimated bill {format_usd(status.estimate)} has reached the spend "
-                    f"limit of {format_usd(status.spend_limit)}; raise or remove the limit, or "
-                    f"wait for the period to reset on {reset}.",
-                    status.period.end,
-                )
-            )
-        if status.today_minutes >= plan.daily_cap_instance_hours * 60:
-            out.append(
-                Throttle(
-                    Cap.DAILY,
-                    f"Your instances ran {plan.daily_cap_instance_hours} instance-hours today "
-                    "(UTC); running again is allowed from 00:00 UTC.",
-                    midnight_after(status.now),
-                )
-            )
-        return out
-
-    def check_can_run(self, session: Session, org: Org, now: datetime, catalog: Catalog) -> None:
-        """Refuse a create or resume while an org cap holds (the `run_checks` hook)."""
-        status = quota_service.status(session, org, catalog=catalog, now=now)
-        held = self.active(status, catalog)
-        if not held:
-            return
-        first = held[0]
-        # The allowance and the spend limit also lift with an upgrade or a new limit, so
-        # only the daily cap promises a time to retry.
-        retry = first.lifts_at if first.cap == Cap.DAILY else None
-        raise CapHolds(
-            first.cap,
-            first.detail,
-            retry_at=None if retry is None else retry.isoformat().replace("+00:00", "Z"),
-        )
-
-    def upcoming(
-        self, session: Session, org: Org, *, catalog: Catalog, now: datetime
-    ) -> list[Upcoming]:
-        """Caps that will be reached within the next hour if everything running keeps
-        running at today's rate, soonest first."""
-        plan = catalog.plan(org.plan_id)
-        pairs = throttle_repository.open_runs(session, [org.id])[org.id]
-        if not pairs:
-            return []
-        hi = now + UPCOMING_WINDOW
-        runs = self._runs(pairs, plan, catalog, hi=hi, closing={})
-        out: list[Upcoming] = []
-        for _, inst in pairs:
-            for at, cap in _own_cuts(inst, plan):
-                # An instance in use always has an idle deadline ahead; warn only once it
-                # looks idle (no activity for a few minutes).
-                if cap == Cap.IDLE and now - inst.last_active_at < IDLE_WARNING_AFTER:
-                    continue
-                if not now < at <= hi:
-                    continue
-                what = (
-                    "idle timeout"
-                    if cap == Cap.IDLE
-                    else f"{plan.continuous_cap_hours}-hour continuous cap"
-                )
-                out.append(
-                    Upcoming(
-                        cap,
-                        at,
-                        inst.id,
-                        inst.name,
-                        f"Instance {inst.name} reaches the {what} at {_hhmm(at)} and will pause.",
-                    )
-                )
-        budget = self._budgets(
-            session, [org], {org.id: runs}, catalog=catalog, now=now, hi=hi, lock=False
-        )[org.id]
-        shared = org_cut(runs, budget, hi=hi)
-        if shared is not None and shared.at > now:
-            text = {
-                Cap.QUOTA: "The allowance runs out",
-                Cap.DAILY: "The daily cap of "
-                f"{plan.daily_cap_instance_hours} instance-hours is reached",
-                Cap.SPEND: "The estimated bill reaches your spend limit",
-            }[shared.cap]
-            out.append(
-                Upcoming(
-                    shared.cap,
-                    shared.at,
-                    None,
-                    None,
-                    f"{text} at {_hhmm(shared.at)} at the current rate; running instances "
-                    "will pause then.",
-                )
-            )
-        return sorted(out, key=lambda u: u.at)
 
 
 throttle_service = ThrottleService()
