@@ -6,7 +6,7 @@ from orzbob.credits.models import AuditEntry, CreditGrant
 from orzbob.instances.models import Instance, InstanceEvent
 from orzbob.kit.db import Base
 from orzbob.metering.models import UsageRecord, UsageSegment
-from orzbob.polar.models import ScheduledPlanChange, WebhookDelivery
+from orzbob.polar.models import ReconcileRun, ScheduledPlanChange, WebhookDelivery
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.testclock.models import TestClockState
 
@@ -22,6 +22,7 @@ __all__ = [
     "Org",
     "QuotaPeriod",
     "QuotaTierRollup",
+    "ReconcileRun",
     "ScheduledPlanChange",
     "TestClockState",
     "UsageRecord",

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from orzbob.cli import admin, alerts, billing, cloud, demo, ops
+from orzbob.cli import admin, alerts, billing, cloud, demo, ops, reconcile
 from orzbob.cli.common import (
     cli_errors,
     console,
@@ -32,6 +32,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin.app, name="admin")
 app.add_typer(cloud.app, name="cloud")
 app.add_typer(ops.metering_app, name="metering")
+ops.polar_app.command("reconcile")(reconcile.reconcile)
 app.add_typer(ops.polar_app, name="polar")
 app.add_typer(billing.support_app, name="support")
 app.command("demo")(demo.demo)

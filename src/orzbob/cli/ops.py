@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from orzbob.cli.common import (
     cli_errors,
@@ -26,6 +26,7 @@ from orzbob.cli.common import (
     settings_or_exit,
 )
 from orzbob.metering.models import RecordState, UsageRecord
+from orzbob.metering.service import metering_service
 from orzbob.runtime import Runtime
 
 metering_app = typer.Typer(
@@ -98,6 +99,14 @@ def requeue(
     record_ids: Annotated[
         list[str] | None, typer.Argument(help="Record ids (default: all dead).")
     ] = None,
+    lost: Annotated[
+        bool,
+        typer.Option(
+            "--lost",
+            help="Also resend the named records marked sent that reconciliation found "
+            "missing at Polar.",
+        ),
+    ] = False,
 ) -> None:
     """Send dead-lettered records again once the cause is fixed (Polar drops any it has by
     external_id, so a resend never bills twice)."""
@@ -107,18 +116,12 @@ def requeue(
             ids.append(uuid.UUID(raw))
         except ValueError:
             fail(f"{raw!r} is not a usage record id")
+    if lost and not ids:
+        fail("--lost needs the record ids to resend (from `orz polar reconcile`)")
 
     def work(rt: Runtime) -> int:
         with rt.session() as s:
-            stmt = update(UsageRecord).where(UsageRecord.state == RecordState.DEAD.value)
-            if ids:
-                stmt = stmt.where(UsageRecord.id.in_(ids))
-            result = s.execute(
-                stmt.values(
-                    state=RecordState.PENDING.value, claimed_by=None, claim_expires_at=None
-                ).execution_options(synchronize_session=False)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return metering_service.requeue(s, ids, lost=lost)
 
     n = run_db(work)
     console.print(f"{n} record(s) back in the queue; the next flush sends them.")
