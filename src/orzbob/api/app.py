@@ -13,7 +13,7 @@ from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.alerts.endpoints import router as alerts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
-from orzbob.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from orzbob.api.middleware import BodyLimitMiddleware, NulTextMiddleware, RequestIdMiddleware
 from orzbob.api.pages import router as pages_router
 from orzbob.api.pages import static_files
 from orzbob.billing.endpoints import router as billing_router
@@ -23,6 +23,7 @@ from orzbob.hooks import install_hooks
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
+from orzbob.polar.endpoints import WEBHOOK_PATH
 from orzbob.polar.endpoints import router as polar_router
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
@@ -69,6 +70,8 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     )
     install_hooks()
     app.state.runtime = runtime
+    # Innermost first: the NUL check reads a body the size limit has already bounded.
+    app.add_middleware(NulTextMiddleware, raw_paths=frozenset({WEBHOOK_PATH}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)

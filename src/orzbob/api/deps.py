@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal, account_service
+from orzbob.api.middleware import nul_refusal_of
 from orzbob.kit.db import session_scope
-from orzbob.kit.errors import Forbidden, Unauthorized
+from orzbob.kit.errors import Forbidden, Unauthorized, Unprocessable
 from orzbob.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="An Orzbob API token (orz_…)")
@@ -46,16 +47,41 @@ async def get_now(runtime: RuntimeDep) -> datetime:
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-def get_principal(
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+def authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send your API token as 'Authorization: Bearer <token>'.")
     # Its own short read-only transaction: authentication must not hold the request's
     # transaction open (on SQLite a writing transaction holds the one write lock).
     with session_scope(runtime.read_sessions) as session:
         return account_service.authenticate(session, credentials.credentials)
+
+
+async def bearer_of(request: Request) -> HTTPAuthorizationCredentials | None:
+    return await _bearer(request)
+
+
+def get_principal(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    principal = authenticate(runtime, credentials)
+    # Refused only once the caller is known, so an anonymous caller learns nothing but 401.
+    refusal = nul_refusal_of(request.scope)
+    if refusal:
+        raise Unprocessable(refusal)
+    return principal
+
+
+def needs_principal(call_tree: object) -> bool:
+    """Whether a route's dependency tree authenticates the caller (FastAPI `Dependant`)."""
+    stack = [call_tree]
+    while stack:
+        dependant = stack.pop()
+        if getattr(dependant, "call", None) is get_principal:
+            return True
+        stack.extend(getattr(dependant, "dependencies", ()))
+    return False
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

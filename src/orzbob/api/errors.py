@@ -6,10 +6,12 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orzbob.api.deps import authenticate, bearer_of, needs_principal
 from orzbob.api.middleware import request_id_of
 from orzbob.kit.errors import OrzbobError
 
@@ -28,18 +30,32 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{where}: {msg}" if where else msg
 
 
+def render(exc: OrzbobError) -> JSONResponse:
+    return JSONResponse(
+        {"error": exc.error, "detail": exc.detail, **exc.extra},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OrzbobError)
     async def _orzbob(_: Request, exc: OrzbobError) -> JSONResponse:
-        return JSONResponse(
-            {"error": exc.error, "detail": exc.detail, **exc.extra},
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        return render(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            # FastAPI parses JSON before it runs dependencies; who is asking comes first, so
+            # an anonymous malformed body is a 401 like any other anonymous request.
+            route = request.scope.get("route")
+            if needs_principal(getattr(route, "dependant", None)):
+                credentials = await bearer_of(request)
+                try:
+                    await run_in_threadpool(authenticate, request.app.state.runtime, credentials)
+                except OrzbobError as refused:
+                    return render(refused)
         fields = [
             {"field": ".".join(str(p) for p in e.get("loc", ())), "message": _describe(e)}
             for e in errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from fastapi import APIRouter, Request
@@ -11,11 +12,13 @@ from pydantic import BaseModel, ConfigDict
 
 from orzbob.accounts.repository import account_repository
 from orzbob.api.deps import OrgAdminDep, RuntimeDep
+from orzbob.api.middleware import request_id_of
 from orzbob.kit.errors import Conflict, NotFound, OrzbobError, Unprocessable
 from orzbob.polar.client import PolarRejected, PolarUnavailable, gateway_for
 from orzbob.polar.customers import customer_service
 from orzbob.polar.sync import PLAN_KEY
 from orzbob.polar.webhooks import (
+    PayloadRejected,
     WebhookResult,
     WebhooksNotConfigured,
     WebhookVerifier,
@@ -23,7 +26,11 @@ from orzbob.polar.webhooks import (
 )
 from orzbob.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(tags=["billing"])
+
+WEBHOOK_PATH = "/v1/webhooks/polar"
 
 
 class PolarUnavailableError(OrzbobError):
@@ -66,7 +73,7 @@ def _verifier(runtime: Runtime) -> WebhookVerifier:
 
 
 @router.post(
-    "/v1/webhooks/polar",
+    WEBHOOK_PATH,
     response_model=WebhookAck,
     responses={202: {"model": WebhookAck, "description": "Recorded as failed, with the reason"}},
     tags=["webhooks"],
@@ -87,13 +94,15 @@ async def polar_webhook(request: Request, runtime: RuntimeDep) -> JSONResponse:
             )
 
     result = await run_in_threadpool(process)
+    if result.status == "rejected":  # recorded and committed; now refused
+        raise PayloadRejected(result.detail or "The webhook body cannot be read.")
     ack = WebhookAck(status=result.status, detail=result.detail)
     return JSONResponse(ack.model_dump(), status_code=202 if result.status == "failed" else 200)
 
 
 @router.post("/v1/billing/checkout", response_model=CheckoutOut, status_code=201)
 def create_checkout(
-    body: CheckoutCreate, principal: OrgAdminDep, runtime: RuntimeDep
+    request: Request, body: CheckoutCreate, principal: OrgAdminDep, runtime: RuntimeDep
 ) -> CheckoutOut:
     """Start a Polar checkout to move the caller's org to a paid public plan; the plan
     changes when Polar reports the subscription (webhook), not here."""
@@ -144,7 +153,22 @@ def create_checkout(
             f"Polar is unavailable ({exc.reason}); nothing was changed. Please retry shortly."
         ) from exc
     except PolarRejected as exc:
-        raise PolarRefusedError(f"Polar refused the checkout: {exc}") from exc
+        # Polar's answer is for the on-call engineer (it may name internal ids); the customer
+        # gets what happened, what to do, and the id that finds this log line.
+        request_id = request_id_of(request.scope) or "unknown"
+        log.error(
+            "Polar refused the checkout of org %s for plan %s (HTTP %s, request id %s): %s",
+            org_id,
+            body.plan,
+            exc.status,
+            request_id,
+            exc,
+        )
+        raise PolarRefusedError(
+            "Our payment provider could not start the checkout; nothing was charged and your "
+            "plan is unchanged. Please try again later, or contact support and quote request "
+            f"id {request_id}."
+        ) from exc
     return CheckoutOut(
         plan=body.plan, checkout_id=checkout.id, url=checkout.url, expires_at=checkout.expires_at
     )
