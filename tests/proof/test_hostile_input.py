@@ -272,3 +272,14 @@ class TestWebhookPayloads:
         body = json.dumps({"type": "customer.created", "data": {"id": "c"}}).encode()
         r = hooks.post("/v1/webhooks/polar", content=body, headers=signed_headers(body))
         assert r.status_code == 200 and r.json()["status"] == "ignored"
+
+
+class TestBodiesThatAreNotText:
+    def test_a_body_that_is_not_utf8_is_422_for_a_caller_and_401_for_nobody(
+        self, client: TestClient, make_org: Callable[..., OrgHandle]
+    ) -> None:
+        org = make_org()
+        headers = {"content-type": "application/json"}
+        r = client.patch("/v1/orgs/me", content=b"\xff1", headers={**headers, **org.headers})
+        assert_error(r, 422)
+        assert_error(client.patch("/v1/orgs/me", content=b"\xff1", headers=headers), 401)

@@ -14,6 +14,7 @@ from orzbob.alerts.endpoints import router as alerts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
 from orzbob.api.middleware import BodyLimitMiddleware, NulTextMiddleware, RequestIdMiddleware
+from orzbob.api.openapi import install_openapi
 from orzbob.api.pages import router as pages_router
 from orzbob.api.pages import static_files
 from orzbob.billing.endpoints import router as billing_router
@@ -75,6 +76,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    install_openapi(app)
     for router in (
         health_router,
         accounts_router,

@@ -22,7 +22,17 @@ MAX_EXPORT = 100_000
 CSV_FIELDS = list(UsageRecordOut.model_fields)
 
 
-@router.get("/usage", response_model=UsageExport, response_model_by_alias=False)
+@router.get(
+    "/usage",
+    response_model=UsageExport,
+    response_model_by_alias=False,
+    responses={
+        200: {
+            "description": "The records as JSON, or as CSV with `format=csv`.",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def export_usage(
     principal: OrgPrincipalDep,
     session: SessionDep,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from orzbob.accounts.repository import account_repository
 from orzbob.api.deps import OrgAdminDep, RuntimeDep
 from orzbob.api.middleware import request_id_of
+from orzbob.api.openapi import errors
 from orzbob.kit.errors import Conflict, NotFound, OrzbobError, Unprocessable
 from orzbob.polar.client import PolarRejected, PolarUnavailable, gateway_for
 from orzbob.polar.customers import customer_service
@@ -72,10 +73,52 @@ def _verifier(runtime: Runtime) -> WebhookVerifier:
     return cached
 
 
+def _signature_header(name: str, description: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+# The receiver reads the raw bytes (the signature covers them exactly), so FastAPI cannot
+# infer the body or the headers: they are described here for the published document.
+WEBHOOK_OPENAPI = {
+    "x-raw-body": True,  # read by the route itself: no 422 from FastAPI's validation
+    "requestBody": {
+        "required": True,
+        "description": "A Polar event, signed per Standard Webhooks over these exact bytes.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "data"],
+                    "properties": {
+                        "type": {"type": "string", "example": "subscription.active"},
+                        "data": {"type": "object"},
+                    },
+                }
+            }
+        },
+    },
+    "parameters": [
+        _signature_header("webhook-id", "The delivery id, stable across Polar's retries."),
+        _signature_header("webhook-timestamp", "Unix seconds; refused outside ±5 minutes."),
+        _signature_header("webhook-signature", "`v1,<base64 HMAC-SHA256>`, space-separated."),
+    ],
+}
+
+
 @router.post(
     WEBHOOK_PATH,
     response_model=WebhookAck,
-    responses={202: {"model": WebhookAck, "description": "Recorded as failed, with the reason"}},
+    responses={
+        202: {"model": WebhookAck, "description": "Recorded as failed, with the reason"},
+        **errors(400, 401, 413, 503),
+    },
+    openapi_extra=WEBHOOK_OPENAPI,
     tags=["webhooks"],
 )
 async def polar_webhook(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -100,7 +143,12 @@ async def polar_webhook(request: Request, runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(ack.model_dump(), status_code=202 if result.status == "failed" else 200)
 
 
-@router.post("/v1/billing/checkout", response_model=CheckoutOut, status_code=201)
+@router.post(
+    "/v1/billing/checkout",
+    response_model=CheckoutOut,
+    status_code=201,
+    responses=errors(404, 409, 422, 502, 503),
+)
 def create_checkout(
     request: Request, body: CheckoutCreate, principal: OrgAdminDep, runtime: RuntimeDep
 ) -> CheckoutOut:
