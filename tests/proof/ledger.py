@@ -1,0 +1,136 @@
+"""The three totals of the crash proofs, per org: minutes implied by the lifecycle (the
+instance events), minutes in the ledger (usage records) and minutes Polar stored."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy import func, select
+
+from orzbob.config import Settings
+from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, State
+from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
+from orzbob.metering.service import rounded_minutes
+from orzbob.runtime import Runtime
+
+
+@dataclass
+class Totals:
+    instances: int = 0
+    lifecycle: int = 0
+    ledger: int = 0
+    polar: int = 0
+    by_org: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    records: dict[str, int] = field(default_factory=dict)  # state -> count
+    stored_twice: list[str] = field(default_factory=list)
+    missing_at_polar: int = 0
+    unknown_at_polar: int = 0
+    not_stopped: int = 0
+    lifecycle_errors: list[str] = field(default_factory=list)
+
+    def settled(self) -> bool:
+        return set(self.records) <= {RecordState.SENT.value} and self.missing_at_polar == 0
+
+    def problems(self) -> list[str]:
+        found = list(self.lifecycle_errors)
+        if not self.settled():
+            found.append(f"records not all sent: {self.records}, {self.missing_at_polar} missing")
+        if self.stored_twice:
+            found.append(f"external ids stored twice at Polar: {self.stored_twice[:5]}")
+        if self.unknown_at_polar:
+            found.append(f"{self.unknown_at_polar} events at Polar match no record")
+        if self.not_stopped:
+            found.append(f"{self.not_stopped} instances are not stopped")
+        for org, (life, ledger, polar) in self.by_org.items():
+            if not life == ledger == polar:
+                found.append(f"org {org}: lifecycle {life}, ledger {ledger}, Polar {polar}")
+        if not self.lifecycle == self.ledger == self.polar:
+            found.append(f"totals: {self.lifecycle} / {self.ledger} / {self.polar}")
+        return found
+
+
+def polar_events(polar_url: str) -> list[dict]:  # type: ignore[type-arg]
+    events: list[dict] = []  # type: ignore[type-arg]
+    with httpx.Client(base_url=polar_url + "/_control", timeout=60) as c:
+        while True:
+            page = c.get("/events", params={"limit": 5000, "offset": len(events)}).json()
+            events += page["items"]
+            if len(events) >= page["total"] or not page["items"]:
+                return events
+
+
+def totals(db_url: str, polar_url: str) -> Totals:
+    settings = Settings(_env_file=None, database_url=db_url, env="test")  # type: ignore[call-arg]
+    runtime = Runtime.create(settings)
+    try:
+        with runtime.session() as s:
+            instances = list(s.scalars(select(Instance)))
+            events: dict[uuid.UUID, list[InstanceEvent]] = defaultdict(list)
+            for e in s.scalars(select(InstanceEvent).order_by(InstanceEvent.at, InstanceEvent.id)):
+                events[e.instance_id].append(e)
+            segments: dict[uuid.UUID, list[UsageSegment]] = defaultdict(list)
+            for seg in s.scalars(select(UsageSegment).order_by(UsageSegment.started_at)):
+                segments[seg.instance_id].append(seg)
+            records = list(s.scalars(select(UsageRecord)))
+            states = dict(
+                s.execute(select(UsageRecord.state, func.count()).group_by(UsageRecord.state)).all()
+            )
+    finally:
+        runtime.engine.dispose()
+    result = Totals(instances=len(instances), records={str(k): v for k, v in states.items()})
+    life: Counter[str] = Counter()
+    for inst in instances:
+        if inst.state != State.STOPPED.value:
+            result.not_stopped += 1
+        life[str(inst.org_id)] += _lifecycle_minutes(
+            inst, events[inst.id], segments[inst.id], result
+        )
+    ledger: Counter[str] = Counter()
+    for rec in records:
+        ledger[str(rec.org_id)] += rec.minutes
+    polar: Counter[str] = Counter()
+    stored = polar_events(polar_url)
+    ids = Counter(e["external_id"] for e in stored)
+    result.stored_twice = [i for i, n in ids.items() if n > 1]
+    record_ids = {str(r.id) for r in records}
+    result.missing_at_polar = len(record_ids - set(ids))
+    result.unknown_at_polar = len(set(ids) - record_ids)
+    for e in stored:
+        polar[str(e["external_customer_id"])] += int(e["metadata"]["minutes"])
+    for org in set(life) | set(ledger) | set(polar):
+        result.by_org[org] = (life[org], ledger[org], polar[org])
+    result.lifecycle, result.ledger = sum(life.values()), sum(ledger.values())
+    result.polar = sum(polar.values())
+    return result
+
+
+def _lifecycle_minutes(
+    inst: Instance, chain: list[InstanceEvent], segs: list[UsageSegment], result: Totals
+) -> int:
+    """Minutes from the instance's transitions: each stretch of `running`, from entering it to
+    leaving it (to the last heartbeat for a heartbeat timeout, which is in the segment)."""
+    state = State.PENDING
+    for e in chain:
+        if e.from_state != state.value or State(e.to_state) not in TRANSITIONS[state]:
+            result.lifecycle_errors.append(f"instance {inst.id}: illegal or repeated transition")
+            return 0
+        state = State(e.to_state)
+    entered = [e for e in chain if e.to_state == State.RUNNING.value]
+    left = [e for e in chain if e.from_state == State.RUNNING.value]
+    if not len(segs) == len(entered) == len(left):
+        result.lifecycle_errors.append(
+            f"instance {inst.id}: {len(entered)} runs, {len(left)} ends, {len(segs)} segments"
+        )
+        return 0
+    minutes = 0
+    for seg, start, end in zip(segs, entered, left, strict=True):
+        stop = end.at
+        if end.reason == "heartbeat_timeout" and seg.ended_at is not None:
+            stop = min(stop, seg.ended_at)  # dead time after the last beat is not billed
+        if seg.started_at != start.at or seg.ended_at != stop:
+            result.lifecycle_errors.append(f"instance {inst.id}: segment disagrees with events")
+        minutes += rounded_minutes(start.at, stop)
+    return minutes
