@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench fmt lint install clean browser web-test
+.PHONY: run test bench fmt lint install clean browser web-test proof
 CHROMIUM ?= /usr/bin/chromium
 
 $(BIN)/python:
@@ -34,6 +34,12 @@ test: install browser web-test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The full-size proofs (PostgreSQL): the crash and chaos runs with their summary table, then
+# schemathesis and the webhook fuzzing with many more examples than CI gives them.
+proof: install
+	$(BIN)/python -m tests.proof.crash $(PROOF_ARGS)
+	ORZBOB_FUZZ_EXAMPLES=$${ORZBOB_FUZZ_EXAMPLES:-100} $(BIN)/python -m pytest tests/proof tests/fuzz -k "not crash" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
