@@ -70,6 +70,16 @@ class Settings(BaseSettings):
 
     test_clock: bool = Field(False, validation_alias="ORZBOB_TEST_CLOCK")
     run_jobs: bool = Field(True, validation_alias="ORZBOB_RUN_JOBS")
+    # A name for this process that survives its restarts (a pod or unit name), unique among
+    # live processes: at start the flusher takes back the claims its previous run left.
+    worker_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=48,
+        pattern=r"^[\w.:@-]+$",
+        validation_alias="ORZBOB_WORKER_ID",
+    )
+    flush_lease_seconds: int = Field(30, ge=1, le=3600, validation_alias="FLUSH_LEASE_SECONDS")
     flush_interval_seconds: int = Field(60, ge=1, validation_alias="FLUSH_INTERVAL_SECONDS")
     flush_batch_size: int = Field(1000, ge=1, le=10000, validation_alias="FLUSH_BATCH_SIZE")
     heartbeat_timeout_seconds: int = Field(300, ge=30, validation_alias="HEARTBEAT_TIMEOUT_SECONDS")

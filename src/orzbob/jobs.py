@@ -1,13 +1,29 @@
-"""Every periodic job, registered in the order they must observe each other."""
+"""Every periodic job, registered in the order they must observe each other.
+
+Every job is correct when several workers run it at once on one PostgreSQL database:
+
+| job | what keeps it correct with several workers |
+|---|---|
+| metering.checkpoint | `SKIP LOCKED` on open segments; all segments, then periods, in key order |
+| instances.heartbeat_timeout | one instance per transaction, re-checked under `SKIP LOCKED` |
+| throttle.sweep | one org per transaction, its instances re-checked under their locks |
+| polar.plan_changes | one org per transaction, re-checked under the org row lock |
+| metering.flush (+ full batches) | `SKIP LOCKED` claims, short leases renewed in flight |
+| polar.customers | runs alone: PostgreSQL advisory lock |
+| credits.polar | runs alone: PostgreSQL advisory lock |
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import timedelta
 
 from orzbob.alerts.tasks import evaluate_alerts, send_alerts
 from orzbob.credits.tasks import ship_credits_to_polar
 from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
+from orzbob.kit.db import advisory_lock
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
 from orzbob.polar.client import PolarGateway
@@ -24,6 +40,7 @@ def register_jobs(runtime: Runtime) -> None:
     Order matters when several fall due at the same instant: usage is checkpointed before it
     is flushed and before caps and alerts look at it.
     """
+    install_hooks()
     s = runtime.settings
     install_hooks()
     runtime.every("metering.checkpoint", s.flush_interval_seconds, checkpoint_open_segments)
@@ -42,8 +59,15 @@ def register_jobs(runtime: Runtime) -> None:
         runtime.every("metering.flush", s.flush_interval_seconds, flush_usage)
         if not s.test_clock:
             runtime.every("metering.flush_full_batches", 1, flush_full_batches)
-        runtime.every("polar.customers", s.flush_interval_seconds, create_missing_customers)
-        runtime.every("credits.polar", s.sweep_interval_seconds, ship_credits_to_polar)
+        # Both talk to Polar per org with several calls that must not interleave: one at a time.
+        runtime.every(
+            "polar.customers",
+            s.flush_interval_seconds,
+            alone("polar.customers", create_missing_customers),
+        )
+        runtime.every(
+            "credits.polar", s.sweep_interval_seconds, alone("credits.polar", ship_credits_to_polar)
+        )
         hooks = runtime.extras.setdefault("shutdown_hooks", [])
         assert isinstance(hooks, list)
         hooks.append(lambda: final_flush(flusher))
@@ -51,13 +75,34 @@ def register_jobs(runtime: Runtime) -> None:
         log.warning("BILLING_ENABLED=false: usage records stay local (pending), nothing is sent")
 
 
+def alone(name: str, fn: Callable[[Runtime], object]) -> Callable[[Runtime], object]:
+    """Run `fn` only where no other process is running it (a PostgreSQL advisory lock held
+    for the run); elsewhere the run is skipped and the next interval tries again."""
+
+    def run(runtime: Runtime) -> object:
+        with advisory_lock(runtime.engine, f"orzbob.job.{name}") as mine:
+            if not mine:
+                log.debug("job %s is running in another process; skipped", name)
+                return 0
+            return fn(runtime)
+
+    return run
+
+
 def build_flusher(runtime: Runtime) -> Flusher:
+    """The process's flusher. With a stable `ORZBOB_WORKER_ID`, the claims a crashed earlier
+    run of this process left are taken back now rather than when their lease lapses."""
     s = runtime.settings
-    return Flusher(
+    flusher = Flusher(
         sessions=runtime.sessions,
         gateway=PolarGateway(s),
         batch_size=s.flush_batch_size,
+        lease=timedelta(seconds=s.flush_lease_seconds),
     )
+    if s.worker_id:
+        flusher.worker_id = s.worker_id
+        flusher.reclaim_own()
+    return flusher
 
 
 def final_flush(flusher: Flusher) -> None:

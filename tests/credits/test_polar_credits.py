@@ -14,8 +14,8 @@ from polar.v2026_10 import Polar
 
 from orzbob.accounts.service import account_service
 from orzbob.credits.service import credit_service
-from orzbob.credits.tasks import CREDIT_KEY, _ship_org, ship_credits_to_polar
-from orzbob.polar.client import gateway_for
+from orzbob.credits.tasks import CREDIT_KEY, _ship_org, record_carried, ship_credits_to_polar
+from orzbob.polar.client import PolarGateway, gateway_for
 from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle
 from tests.metering.polar_support import TOKEN, billing_settings, control, local_polar
@@ -110,7 +110,8 @@ def test_a_crash_after_attaching_never_credits_twice(
     gid = grant(client, staff, org, "12.00")
     with runtime.session() as s:
         pending = credit_service.pending_polar_applications(s)
-    _ship_org(gateway_for(runtime), pending)  # attached at Polar; the process dies here
+    # Attached at Polar; the process dies here.
+    _ship_org(gateway_for(runtime), pending, record=record_carried(runtime))
     assert grants(client, staff, org)[gid]["polar_state"] == "pending"
 
     ship_credits_to_polar(runtime)
@@ -163,3 +164,70 @@ def test_polar_outages_keep_the_credit_pending(
     assert row["polar_state"] == "pending" and "503" in row["polar_error"]
     ship_credits_to_polar(runtime)
     assert grants(client, staff, org)[gid]["polar_state"] == "applied"
+
+
+def subscription_discount(polar_url: str, sub_id: str) -> tuple[int, str]:
+    discount = polar_subscription(polar_url, sub_id).discount
+    return int(discount.amount), str(discount.metadata[CREDIT_KEY])
+
+
+def redeem(polar_url: str, discount_id: str) -> None:
+    with control(polar_url) as c:
+        r = c.post(f"/discounts/{discount_id}/redeem")
+        assert r.status_code == 200, r.text
+
+
+def test_a_redeemed_discount_carries_nothing_forward_after_a_crash(
+    client: TestClient,
+    runtime: Runtime,
+    polar_url: str,
+    make_org: Callable[..., OrgHandle],
+    staff_headers: Callable[[str], dict[str, str]],
+) -> None:
+    org = make_org(plan="base-plus-usage")
+    staff = staff_headers("support_l1")
+    sub_id = subscribe(polar_url, runtime, org)
+    first = grant(client, staff, org, "12.00")
+    with runtime.session() as s:
+        pending = credit_service.pending_polar_applications(s)
+    _ship_org(gateway_for(runtime), pending, record=record_carried(runtime))  # then it dies
+    discount_id = str(polar_subscription(polar_url, sub_id).discount_id)
+    redeem(polar_url, discount_id)  # the invoice closes and uses the credit
+    second = grant(client, staff, org, "5.00")
+    ship_credits_to_polar(runtime)
+    rows = grants(client, staff, org)
+    assert (rows[first]["polar_state"], rows[first]["polar_reference"]) == ("applied", discount_id)
+    assert rows[second]["polar_state"] == "applied"
+    assert subscription_discount(polar_url, sub_id) == (500, second)
+
+
+def test_an_invoice_using_the_discount_during_a_run_never_credits_twice(
+    client: TestClient,
+    runtime: Runtime,
+    polar_url: str,
+    make_org: Callable[..., OrgHandle],
+    staff_headers: Callable[[str], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    org = make_org(plan="base-plus-usage")
+    staff = staff_headers("support_l1")
+    sub_id = subscribe(polar_url, runtime, org)
+    grant(client, staff, org, "12.00")
+    ship_credits_to_polar(runtime)
+    discount_id = str(polar_subscription(polar_url, sub_id).discount_id)
+    second = grant(client, staff, org, "5.00")
+    real_create = PolarGateway.create_discount
+    invoices: list[str] = []
+
+    def create_after_an_invoice(self: PolarGateway, **body: Any) -> Any:
+        # The invoice closes between reading the waiting discount and replacing it.
+        if not invoices:
+            invoices.append(discount_id)
+            redeem(polar_url, discount_id)
+        return real_create(self, **body)
+
+    monkeypatch.setattr(PolarGateway, "create_discount", create_after_an_invoice)
+    ship_credits_to_polar(runtime)
+    rows = grants(client, staff, org)
+    assert rows[second]["polar_state"] == "applied"
+    assert subscription_discount(polar_url, sub_id) == (500, second)

@@ -1,7 +1,7 @@
 import pytest
 from sqlalchemy import text
 
-from orzbob.kit.db import insert_ignore, on_commit
+from orzbob.kit.db import advisory_lock, insert_ignore, on_commit
 from orzbob.runtime import Runtime
 from orzbob.testclock import models as clock_models
 from tests.conftest import T0
@@ -13,6 +13,18 @@ def test_insert_ignore_reports_how_many_went_in(runtime: Runtime) -> None:
         assert insert_ignore(s, table, [{"id": 1, "now": T0}, {"id": 2, "now": T0}]) == 2  # type: ignore[arg-type]
         assert insert_ignore(s, table, [{"id": 2, "now": T0}, {"id": 3, "now": T0}]) == 1  # type: ignore[arg-type]
         assert s.execute(text("SELECT count(*) FROM test_clock_state")).scalar() == 3
+
+
+def test_an_advisory_lock_lets_one_holder_run_a_job(runtime: Runtime, is_postgres: bool) -> None:
+    with advisory_lock(runtime.engine, "orzbob.test.job") as first:
+        assert first
+        with advisory_lock(runtime.engine, "orzbob.test.job") as second:
+            # Another connection (another process) is refused; SQLite has one job process.
+            assert second is (not is_postgres)
+        with advisory_lock(runtime.engine, "orzbob.test.other") as other:
+            assert other
+    with advisory_lock(runtime.engine, "orzbob.test.job") as again:
+        assert again
 
 
 def test_on_commit_runs_after_a_commit_and_never_after_a_rollback(runtime: Runtime) -> None:

@@ -56,7 +56,7 @@ def test_allocation_and_rollups_hold_for_any_usage_and_plan_switches(
         if kind == "switch":
             with runtime.session() as s:
                 account_service.set_plan(
-                    s, account_service.get_org(s, org.id), name, catalog=catalog
+                    s, account_service.get_org(s, org.id), name, catalog=catalog, at=cursor
                 )
             plan = catalog.plan(name)
             continue

@@ -122,7 +122,7 @@ def set_org_plan(
 ) -> OrgOut:
     org = account_service.get_org(session, org_id, lock=True)
     before = org.plan_id
-    account_service.set_plan(session, org, body.plan, catalog=runtime.catalog)
+    account_service.set_plan(session, org, body.plan, catalog=runtime.catalog, at=now)
     # Plan changes move money (allowance and base), so staff-made ones are audited.
     audit_service.record(
         session,
@@ -136,5 +136,8 @@ def set_org_plan(
 
 
 @router.delete("/v1/admin/orgs/{org_id}", status_code=204, tags=["admin"])
-def delete_org(org_id: uuid.UUID, _: EngineeringDep, session: SessionDep, now: NowDep) -> None:
-    account_service.delete_org(session, org_id, now=now)
+def delete_org(
+    org_id: uuid.UUID, _: EngineeringDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
+) -> None:
+    """Delete the org; its instances stop (reason `admin`) and their usage closes with it."""
+    account_service.delete_org(session, org_id, now=now, catalog=runtime.catalog)

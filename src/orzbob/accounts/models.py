@@ -36,6 +36,9 @@ class Org(Base):
     polar_subscription_id: Mapped[str | None] = mapped_column(String(64))
     subscription_period_start: Mapped[datetime | None]
     subscription_period_end: Mapped[datetime | None]
+    # When the current (or last) Polar subscription started: an event for a subscription that
+    # started earlier is a replaced one and never changes the plan (polar.subscriptions).
+    polar_subscription_started_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 

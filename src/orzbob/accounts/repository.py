@@ -10,8 +10,17 @@ from orzbob.accounts.models import ApiToken, Org
 
 
 class AccountRepository:
-    def get_org(self, session: Session, org_id: uuid.UUID, *, lock: bool = False) -> Org | None:
-        stmt = select(Org).where(Org.id == org_id, Org.deleted_at.is_(None))
+    def get_org(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        *,
+        lock: bool = False,
+        include_deleted: bool = False,
+    ) -> Org | None:
+        stmt = select(Org).where(Org.id == org_id)
+        if not include_deleted:
+            stmt = stmt.where(Org.deleted_at.is_(None))
         if lock:
             stmt = stmt.with_for_update(key_share=True)
         return session.scalars(stmt).one_or_none()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +17,19 @@ from orzbob.catalog.models import Catalog
 from orzbob.kit.errors import NotFound, Unauthorized, Unprocessable
 
 TOKEN_PREFIX = "orz_"
+
+# Run while an org is being deleted, in the same transaction with the org row locked: the
+# instances domain stops the org's instances here, so their usage closes with the deletion.
+OrgDeletingHook = Callable[[Session, Org, datetime, Catalog], object]
+org_deleting_hooks: list[OrgDeletingHook] = []
+# A plan change is a usage boundary (like a period end). `plan_changing_hooks` run before the
+# org's plan moves, with the org row locked: metering records the usage up to the change
+# under the old plan. `plan_changed_hooks` run after it (with the previous plan id): quota
+# stores each period's plan and recomputes the current period's exhaustion.
+PlanChangingHook = Callable[[Session, Org, datetime, Catalog], object]
+PlanChangedHook = Callable[[Session, Org, str, datetime, Catalog], object]
+plan_changing_hooks: list[PlanChangingHook] = []
+plan_changed_hooks: list[PlanChangedHook] = []
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class AccountService:
             polar_subscription_id=None,
             subscription_period_start=None,
             subscription_period_end=None,
+            polar_subscription_started_at=None,
             created_at=now,
             deleted_at=None,
         )
@@ -81,8 +95,19 @@ class AccountService:
         session.flush()
         return org
 
-    def get_org(self, session: Session, org_id: uuid.UUID, *, lock: bool = False) -> Org:
-        org = account_repository.get_org(session, org_id, lock=lock)
+    def get_org(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        *,
+        lock: bool = False,
+        include_deleted: bool = False,
+    ) -> Org:
+        """The org; a deleted one is NotFound unless `include_deleted` (system paths that
+        must finish what a deleted org left behind)."""
+        org = account_repository.get_org(
+            session, org_id, lock=lock, include_deleted=include_deleted
+        )
         if org is None:
             raise NotFound("Organization not found.")
         return org
@@ -105,8 +130,12 @@ class AccountService:
         session.flush()
         return org
 
-    def delete_org(self, session: Session, org_id: uuid.UUID, *, now: datetime) -> None:
-        org = self.get_org(session, org_id)
+    def delete_org(
+        self, session: Session, org_id: uuid.UUID, *, now: datetime, catalog: Catalog
+    ) -> None:
+        org = self.get_org(session, org_id, lock=True)
+        for hook in org_deleting_hooks:
+            hook(session, org, now, catalog)
         org.deleted_at = now
         session.flush()
 
@@ -152,13 +181,24 @@ class AccountService:
             raise Unauthorized("The organization of this API token no longer exists.")
         return Principal(token_id=token.id, role=Role(token.role), org_id=token.org_id)
 
-    def set_plan(self, session: Session, org: Org, plan_id: str, *, catalog: Catalog) -> Org:
+    def set_plan(
+        self, session: Session, org: Org, plan_id: str, *, catalog: Catalog, at: datetime
+    ) -> Org:
+        """Move the org (locked by the caller) to `plan_id` from the moment `at` (now, or the
+        time a scheduled change fell due)."""
         if not catalog.has_plan(plan_id):
             raise Unprocessable(
                 f"Unknown plan {plan_id!r}: choose one of {', '.join(catalog.plan_ids)}."
             )
+        previous = org.plan_id
+        if previous == plan_id:
+            return org
+        for changing in plan_changing_hooks:
+            changing(session, org, at, catalog)
         org.plan_id = plan_id
         session.flush()
+        for changed in plan_changed_hooks:
+            changed(session, org, previous, at, catalog)
         return org
 
 

@@ -36,11 +36,13 @@ log = logging.getLogger(__name__)
 def create_app(runtime: Runtime | None = None, *, settings: Settings | None = None) -> FastAPI:
     """Build the API. Periodic jobs run in a background thread unless the test clock drives
     them (or `ORZBOB_RUN_JOBS=false`, for processes that only serve requests)."""
+    install_hooks()
     if runtime is None:
         settings = settings or load_settings()
         settings.check_startup()
         runtime = Runtime.create(settings)
-        register_jobs(runtime)
+        if settings.run_jobs:
+            register_jobs(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -16,6 +17,7 @@ from orzbob.api.middleware import nul_refusal_of
 from orzbob.kit.db import session_scope
 from orzbob.kit.errors import Forbidden, Unauthorized, Unprocessable
 from orzbob.runtime import Runtime
+from orzbob.testclock import service as testclock_service
 
 _bearer = HTTPBearer(auto_error=False, description="An Orzbob API token (orz_…)")
 
@@ -41,6 +43,9 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def get_now(runtime: RuntimeDep) -> datetime:
+    if testclock_service.is_shared(runtime):
+        # An API replica under a shared test clock: another process may have advanced it.
+        await run_in_threadpool(testclock_service.follow, runtime)
     return runtime.clock.now()
 
 

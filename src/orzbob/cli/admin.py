@@ -139,7 +139,7 @@ def org_set_plan(org_id: str, plan: str, json_out: JsonOpt = False) -> None:
         with rt.session() as session:
             org = account_service.get_org(session, oid, lock=True)
             before = org.plan_id
-            account_service.set_plan(session, org, plan, catalog=rt.catalog)
+            account_service.set_plan(session, org, plan, catalog=rt.catalog, at=rt.clock.now())
             audit_service.record(
                 session,
                 action="plan.change",

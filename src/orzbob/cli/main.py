@@ -63,8 +63,34 @@ def server(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
 ) -> None:
-    """Run the HTTP API (and the periodic jobs)."""
+    """Run the HTTP API (and the periodic jobs, unless ORZBOB_RUN_JOBS=false)."""
     _serve(settings_or_exit(), host=host, port=port, migrate=migrate)
+
+
+@app.command("worker")
+def worker(
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = False,
+) -> None:
+    """Run the periodic jobs without the HTTP API (checkpoints, sweeps, plan changes, the
+    flusher, Polar customers and credits). Several workers may share one PostgreSQL
+    database; give each a stable ORZBOB_WORKER_ID."""
+    import signal
+    import threading
+
+    from orzbob.kit.migrate import upgrade
+    from orzbob.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with cli_errors():
+        settings = settings_or_exit()
+        settings.check_startup()
+        runtime = Runtime.create(settings)
+        if migrate:
+            upgrade(runtime.engine)
+        run_worker(runtime, stop)
 
 
 def _serve(
@@ -80,6 +106,7 @@ def _serve(
     from orzbob.api.app import create_app
     from orzbob.jobs import register_jobs
     from orzbob.kit.migrate import upgrade
+    from orzbob.testclock import service as testclock_service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with cli_errors():
@@ -89,7 +116,10 @@ def _serve(
             upgrade(runtime.engine)
         if before_start is not None:
             before_start(runtime)
-        register_jobs(runtime)
+        if settings.run_jobs:
+            register_jobs(runtime)
+        elif settings.test_clock:
+            testclock_service.share(runtime)  # workers run the jobs; follow their clock
         application = create_app(runtime)
     uvicorn.run(
         application,

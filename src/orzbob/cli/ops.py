@@ -130,7 +130,12 @@ def flush(
         False
     ),
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=10000)] = None,
-    lease_seconds: Annotated[int, typer.Option("--lease-seconds", min=1)] = 300,
+    lease_seconds: Annotated[
+        int | None,
+        typer.Option(
+            "--lease-seconds", min=1, help="Lease on claimed records (FLUSH_LEASE_SECONDS)."
+        ),
+    ] = None,
 ) -> None:
     """Ship pending usage records to Polar. Several may run against one PostgreSQL database."""
     from orzbob.jobs import build_flusher
@@ -145,7 +150,8 @@ def flush(
     flusher = build_flusher(runtime)
     if batch_size:
         flusher.batch_size = batch_size
-    flusher.lease = timedelta(seconds=lease_seconds)
+    if lease_seconds:
+        flusher.lease = timedelta(seconds=lease_seconds)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     total = 0

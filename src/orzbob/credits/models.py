@@ -56,6 +56,9 @@ class CreditGrant(Base):
     # What Polar calls it once applied (e.g. the discount id), for support to look up.
     polar_reference: Mapped[str | None] = mapped_column(String(200))
     polar_applied_at: Mapped[datetime | None]
+    # The Polar discount this grant was put on, recorded before the discount is attached: if
+    # an invoice redeems it, the grant is spent even when the run died before marking it.
+    polar_discount_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditEntry(Base):

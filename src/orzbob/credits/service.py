@@ -49,6 +49,7 @@ class PolarCreditApplication:
     period_start: datetime
     period_end: datetime
     attempts: int
+    discount_id: str | None = None  # the discount it was put on, if a run got that far
 
 
 def _limit_text(role: Role) -> str:
@@ -121,6 +122,7 @@ class CreditService:
             polar_error=None,
             polar_reference=None,
             polar_applied_at=None,
+            polar_discount_id=None,
         )
         session.add(grant)
         session.flush()
@@ -188,6 +190,7 @@ class CreditService:
                 period_start=g.period_start,
                 period_end=g.period_end,
                 attempts=g.polar_attempts,
+                discount_id=g.polar_discount_id,
             )
             for g, org in session.execute(stmt).all()
         ]
@@ -206,6 +209,17 @@ class CreditService:
         grant.polar_attempts += 1
         session.flush()
         return grant
+
+    def note_polar_discount(
+        self, session: Session, grant_ids: list[uuid.UUID], *, discount_id: str
+    ) -> None:
+        """Record the discount about to carry these grants, before it is attached, so a later
+        run can tell whether an invoice already used them."""
+        for grant_id in sorted(grant_ids):
+            grant = self._locked(session, grant_id)
+            if grant.polar_state == PolarState.PENDING.value:
+                grant.polar_discount_id = discount_id
+        session.flush()
 
     def mark_polar_failed(
         self, session: Session, grant_id: uuid.UUID, *, error: str, permanent: bool = False

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
@@ -124,6 +124,7 @@ def heartbeat(
         source=body.source,
         catalog=runtime.catalog,
         now=now,
+        timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
     )
     out = HeartbeatOut.model_validate(beat.instance)
     if beat.paused_by is not None and beat.cap_reached_at is not None:

@@ -3,6 +3,13 @@
 Lock order, everywhere: org row → instance row → usage segment → quota period. Row locks are
 `FOR NO KEY UPDATE` (key_share=True) so the foreign-key checks of inserts that reference a
 locked org or instance (usage records, events) do not wait on it.
+
+The global rule for jobs (docs/architecture.md): a transaction never takes a lock of an
+earlier rank after one of a later rank. A job that touches several orgs either works one org
+(or one instance) per transaction, or takes every lock of one rank, in key order, before any
+lock of the next: orgs by id, then instances, then segments, then quota periods by (org,
+period start). The heartbeat-timeout sweep (instances.sweeps) stops one instance per
+transaction; the checkpoint locks all its segments first, then the periods in key order.
 """
 
 from __future__ import annotations
@@ -182,15 +189,23 @@ class InstanceService:
         source: str | None = None,
         catalog: Catalog,
         now: datetime,
+        timeout: timedelta | None = None,
     ) -> Beat:
         """Record a sign of life (and of activity, with what was active); a running instance
-        that has reached a cap pauses at once, its usage closed at the cap's moment."""
+        that has reached a cap pauses at once, its usage closed at the cap's moment.
+
+        A beat that comes after the heartbeat timeout should have fired (the sweep was late)
+        applies that timeout first: the instance stops, its usage ends at its last beat (or
+        an earlier cap), and the gap is never billed (pass `timeout`)."""
         instance = self.get(session, org_id, instance_id, lock=True)
         if instance.state == State.STOPPED.value:
             raise Conflict(
                 f"Instance {instance.id} is stopped ({instance.reason}); "
                 "it no longer accepts heartbeats. Create a new instance."
             )
+        if timeout is not None and self.timed_out(instance, now, timeout):
+            self.stop_timed_out(session, instance, catalog=catalog, now=now)
+            return Beat(instance)
         instance.last_seen_at = max(instance.last_seen_at, now)
         beat = Beat(instance)
         if instance.state == State.RUNNING.value and cap_checks:
@@ -357,7 +372,8 @@ class InstanceService:
         close_at: datetime | None = None,
     ) -> Instance:
         """Pause or stop a locked instance, closing its usage at `close_at` (default now)."""
-        org = account_service.get_org(session, instance.org_id)
+        # A deleted org's leftover instances must still stop and close their usage.
+        org = account_service.get_org(session, instance.org_id, include_deleted=True)
         self._move(session, instance, org, to, reason, now=now, catalog=catalog, close_at=close_at)
         if to == State.PAUSED:
             self.provider.pause(instance)
@@ -365,36 +381,24 @@ class InstanceService:
             self.provider.terminate(instance)
         return instance
 
-    def stop_silent(
-        self,
-        session: Session,
-        *,
-        now: datetime,
-        timeout: timedelta,
-        catalog: Catalog,
-        limit: int = 500,
-    ) -> int:
-        """Stop running instances silent for longer than `timeout`; usage ends at their last
-        heartbeat, so dead time is never billed."""
-        stmt = (
-            select(Instance)
-            .where(Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout)
-            .order_by(Instance.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, key_share=True)
+    # -- heartbeat timeout (the sweep is in instances.sweeps) ----------------------------
+    @staticmethod
+    def timed_out(instance: Instance, now: datetime, timeout: timedelta) -> bool:
+        return instance.state == State.RUNNING.value and instance.last_seen_at < now - timeout
+
+    def stop_timed_out(
+        self, session: Session, instance: Instance, *, catalog: Catalog, now: datetime
+    ) -> None:
+        # Usage ends at the last beat however late the stop comes: dead time is never billed.
+        self.system_transition(
+            session,
+            instance,
+            State.STOPPED,
+            Reason.HEARTBEAT_TIMEOUT,
+            catalog=catalog,
+            now=now,
+            close_at=instance.last_seen_at,
         )
-        silent = session.scalars(stmt).all()
-        for instance in silent:
-            self.system_transition(
-                session,
-                instance,
-                State.STOPPED,
-                Reason.HEARTBEAT_TIMEOUT,
-                catalog=catalog,
-                now=now,
-                close_at=instance.last_seen_at,
-            )
-        return len(silent)
 
 
 instance_service = InstanceService()

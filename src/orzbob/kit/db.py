@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -163,6 +164,27 @@ def upsert_add(
     stmt = module.insert(table).values(list(rows))
     adds = {col: table.c[col] + stmt.excluded[col] for col in rows[0] if col not in set(keys)}
     session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=adds))
+
+
+@contextmanager
+def advisory_lock(engine: Engine, name: str) -> Iterator[bool]:
+    """Hold the PostgreSQL advisory lock `name` while the block runs, on a connection of its
+    own; yields False at once if another process holds it. The lock dies with its
+    connection, so a crashed holder never blocks the others. On SQLite (one writer, one
+    job-running process) it always yields True."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    with engine.connect() as conn:
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
 
 
 _AFTER_COMMIT = "orzbob_after_commit"

@@ -2,8 +2,14 @@
 
 Records are claimed with a lease in a short transaction (`FOR UPDATE SKIP LOCKED` on
 PostgreSQL, so several flushers never claim the same record), then sent with no lock held,
-then marked. A flusher that dies mid-send leaves its lease to expire; the next one resends
-and Polar drops the duplicate by `external_id`.
+then marked. Safe with any number of flushers:
+
+* the lease is short (30 s) and renewed every third of it while the batch is in flight, so
+  it outlives any run of retries (a 429 with `Retry-After: 60`, eight times) and no other
+  flusher re-sends a batch that is still being sent;
+* a flusher that dies stops renewing: its claims lapse within one lease, and a flusher
+  restarted under the same stable worker id (`ORZBOB_WORKER_ID`) takes them back at once;
+* whatever is re-sent after a crash, Polar drops as a duplicate by `external_id`.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,7 +79,7 @@ class Flusher:
     max_attempts: int = 8
     base_delay: float = 0.5
     max_delay: float = 60.0
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(seconds=30)
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )
@@ -88,7 +96,7 @@ class Flusher:
                 if not batch:
                     break
                 report.batches += 1
-                with metrics.flush_duration_seconds.time():
+                with metrics.flush_duration_seconds.time(), self._renewing([i for i, _ in batch]):
                     self._ship(batch, report)
         except _Stop as stop:
             report.stopped = str(stop)
@@ -119,6 +127,59 @@ class Flusher:
                 .execution_options(synchronize_session=False)
             )
             return [(r.id, polar_event(r)) for r in records]
+
+    @contextmanager
+    def _renewing(self, ids: list[uuid.UUID]) -> Iterator[None]:
+        """Keep the batch's lease alive while it is in flight (retries included)."""
+        stop = threading.Event()
+        every = max(0.05, self.lease.total_seconds() / 3)
+
+        def renew() -> None:
+            while not stop.wait(every):
+                try:
+                    self._extend(ids)
+                except Exception:  # the database is briefly away: try again next time
+                    log.warning("could not renew the flusher lease", exc_info=True)
+
+        thread = threading.Thread(target=renew, name="flusher-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _extend(self, ids: list[uuid.UUID]) -> None:
+        with session_scope(self.sessions) as s:
+            s.execute(
+                update(UsageRecord)
+                .where(
+                    UsageRecord.id.in_(ids),
+                    UsageRecord.claimed_by == self.worker_id,
+                    UsageRecord.state == RecordState.PENDING.value,
+                )
+                .values(claim_expires_at=datetime.now(UTC) + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+
+    def reclaim_own(self) -> int:
+        """Release the claims a previous run under this worker id left behind (it crashed),
+        so they ship now instead of when their lease lapses. Call once at start, and only
+        with a worker id no other live process uses."""
+        with session_scope(self.sessions) as s:
+            result = s.execute(
+                update(UsageRecord)
+                .where(
+                    UsageRecord.claimed_by == self.worker_id,
+                    UsageRecord.state == RecordState.PENDING.value,
+                )
+                .values(claimed_by=None, claim_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            n = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if n:
+            log.info("took back %d usage records claimed by %s before a restart", n, self.worker_id)
+        return n
 
     def _mark(self, ids: list[uuid.UUID], **values: Any) -> int:
         if not ids:

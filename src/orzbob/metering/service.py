@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,12 @@ Limiter = Callable[
     dict[uuid.UUID, datetime],
 ]
 limiters: list[Limiter] = []
+
+# Moments past which an org's usage must not be recorded yet, by org id: a plan change that
+# fell due and is not applied yet is a boundary, like a period end (the polar domain
+# registers its scheduled changes here through `install_hooks`).
+UsageCut = Callable[[Session, Collection[uuid.UUID], datetime], dict[uuid.UUID, datetime]]
+usage_cuts: list[UsageCut] = []
 
 
 def rounded_minutes(start: datetime, end: datetime) -> int:
@@ -140,12 +146,57 @@ class MeteringService:
             catalog=catalog,
             now=now,
         )
+        cuts = self._cuts(session, orgs.keys(), now)
         for segment, instance in pairs:
-            upto = min(now, instance.last_seen_at, limits.get(segment.id, now))
+            upto = min(
+                now,
+                instance.last_seen_at,
+                limits.get(segment.id, now),
+                cuts.get(segment.org_id, now),
+            )
             if upto <= segment.counted_until:
                 continue
             by_org[segment.org_id].extend(self._drafts(segment, orgs[segment.org_id], upto))
         return len(allocate_many(session, orgs, by_org, catalog=catalog, now=now))
+
+    @staticmethod
+    def _cuts(
+        session: Session, org_ids: Collection[uuid.UUID], now: datetime
+    ) -> dict[uuid.UUID, datetime]:
+        cuts: dict[uuid.UUID, datetime] = {}
+        for hook in usage_cuts:
+            for org_id, at in hook(session, org_ids, now).items():
+                cuts[org_id] = min(at, cuts.get(org_id, at))
+        return cuts
+
+    def record_until(self, session: Session, org: Org, at: datetime, catalog: Catalog) -> int:
+        """Record the org's running usage up to `at` (never past a last heartbeat) under its
+        current plan: called just before its plan changes, so the change is a boundary.
+        The caller holds the org row; segments are locked before any period."""
+        drafts: list[UsageDraft] = []
+        pairs = self.lock_open_segments(session, org.id)
+        limits = self.limits(session, [org], catalog=catalog, now=at) if pairs else {}
+        for segment, instance in pairs:
+            upto = min(at, instance.last_seen_at, limits.get(segment.id, at))
+            if upto > segment.counted_until:
+                drafts.extend(self._drafts(segment, org, upto))
+        return len(allocate(session, org, drafts, catalog=catalog, now=at))
+
+    def lock_open_segments(
+        self, session: Session, org_id: uuid.UUID
+    ) -> Sequence[tuple[UsageSegment, Instance]]:
+        """Lock every open segment of one org, in id order, with its instance (unlocked): a
+        transaction that closes several of them takes all segment locks before any period
+        lock (docs/architecture.md)."""
+        rows = session.execute(
+            select(UsageSegment, Instance)
+            .join(Instance, Instance.id == UsageSegment.instance_id)
+            .where(UsageSegment.org_id == org_id, UsageSegment.ended_at.is_(None))
+            .order_by(UsageSegment.id)
+            .with_for_update(of=UsageSegment, key_share=True)
+            .execution_options(populate_existing=True)
+        ).all()
+        return [(segment, instance) for segment, instance in rows]
 
     def _drafts(self, segment: UsageSegment, org: Org, upto: datetime) -> list[UsageDraft]:
         """Turn [counted_until, upto] into drafts, split at period boundaries and midnights.

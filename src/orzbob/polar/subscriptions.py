@@ -6,12 +6,20 @@ snapshot whatever the event type: a live subscription grants the plan its produc
 org to the catalog's default plan at the end of the period (SPEC §7), through a scheduled
 change that a periodic job applies. Polar delivers webhooks FIFO per endpoint, so snapshots
 arrive in the order they happened.
+
+**The current subscription** (docs/polar.md): an org has at most one, the most recently
+started subscription that grants a plan. A granting event for another subscription is adopted
+only if that subscription started at or after the current one (the org's
+`polar_subscription_started_at`, kept even after the subscription ends); an event for an
+older one (a replaced subscription canceled at its period end, or a replay) is ignored and
+never changes the plan or the period. An ending event counts only for the current one.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,12 +68,18 @@ class SubscriptionPayload(_Lenient):
     current_period_start: AwareDatetime | None = None
     current_period_end: AwareDatetime | None = None
     cancel_at_period_end: bool = False
+    started_at: AwareDatetime | None = None
+    created_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
 
     @property
     def polar_customer_id(self) -> str | None:
         return self.customer_id or (self.customer.id if self.customer else None)
+
+    @property
+    def began(self) -> datetime | None:
+        return self.started_at or self.created_at or self.current_period_start
 
     @property
     def is_ended(self) -> bool:
@@ -154,6 +168,13 @@ class SubscriptionService:
                 "failed",
                 f"product {product_id} names plan {plan_id!r}, which is not in the catalog",
             )
+        if not self.is_current(org, sub):
+            return Outcome(
+                "ignored",
+                f"subscription {sub.id} started before the organization's current one "
+                f"({org.polar_subscription_id or 'ended'}, started "
+                f"{org.polar_subscription_started_at}); its events change nothing",
+            )
         if org.polar_subscription_id not in (None, sub.id):
             log.info(
                 "org %s moves from subscription %s to %s", org.id, org.polar_subscription_id, sub.id
@@ -161,10 +182,12 @@ class SubscriptionService:
         if sub.polar_customer_id:
             org.polar_customer_id = sub.polar_customer_id
         org.polar_subscription_id = sub.id
+        if sub.began is not None:
+            org.polar_subscription_started_at = sub.began
         self._set_period(org, sub)
         before = org.plan_id
         if before != plan_id:
-            account_service.set_plan(session, org, plan_id, catalog=catalog)
+            account_service.set_plan(session, org, plan_id, catalog=catalog, at=now)
             log.info("org %s plan %s → %s (Polar subscription %s)", org.id, before, plan_id, sub.id)
         if sub.cancel_at_period_end:
             at = sub.ends_at or sub.current_period_end or now
@@ -209,6 +232,19 @@ class SubscriptionService:
         )
         session.flush()
         return Outcome("processed", f"{sub.status}: back to {catalog.default_plan} at {at}")
+
+    @staticmethod
+    def is_current(org: Org, sub: SubscriptionPayload) -> bool:
+        """Whether a granting event for `sub` may set the org's plan and period: it is the
+        current subscription, or one that started at or after it (the newest wins)."""
+        if org.polar_subscription_id == sub.id:
+            return True
+        known, began = org.polar_subscription_started_at, sub.began
+        if known is None or began is None:
+            # Nothing to compare (an org that never had one, or data from before the start
+            # was kept): a new subscription only replaces a missing one.
+            return org.polar_subscription_id is None or known is None
+        return began >= known
 
     @staticmethod
     def _set_period(org: Org, sub: SubscriptionPayload) -> None:
@@ -273,7 +309,9 @@ class SubscriptionService:
     ) -> None:
         plan_id = change.plan_id if catalog.has_plan(change.plan_id) else catalog.default_plan
         if org.plan_id != plan_id:
-            account_service.set_plan(session, org, plan_id, catalog=catalog)
+            # The change takes effect when it fell due, however late this job runs.
+            at = min(change.effective_at, now)
+            account_service.set_plan(session, org, plan_id, catalog=catalog, at=at)
         if org.polar_subscription_id == change.subscription_id:
             org.polar_subscription_id = None
         # The period columns stay: later periods continue on the subscription's anchor day
@@ -282,33 +320,62 @@ class SubscriptionService:
         session.flush()
         log.info("org %s returned to %s (subscription %s)", org.id, plan_id, change.subscription_id)
 
+    def due_org_ids(self, session: Session, *, now: datetime, limit: int = 500) -> list[uuid.UUID]:
+        """Orgs with a scheduled change whose time has come (unlocked; see `apply_due_for`)."""
+        return list(
+            session.scalars(
+                select(ScheduledPlanChange.org_id)
+                .where(
+                    ScheduledPlanChange.applied_at.is_(None),
+                    ScheduledPlanChange.canceled_at.is_(None),
+                    ScheduledPlanChange.effective_at <= now,
+                )
+                .order_by(ScheduledPlanChange.effective_at)
+                .limit(limit)
+            )
+        )
+
+    def apply_due_for(
+        self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
+    ) -> bool:
+        """Apply one org's due change, if it is still due once its org row is locked."""
+        # Org row first, then the change: the same lock order as the webhook handler.
+        org = account_repository.get_org(session, org_id, lock=True)
+        change = session.scalars(_pending(org_id)).one_or_none()
+        if change is None or change.effective_at > now:
+            return False  # applied, moved or canceled meanwhile (by another worker too)
+        if org is None:
+            change.canceled_at = now  # the org was deleted
+            return False
+        self._apply(session, org, change, catalog=catalog, now=now)
+        return True
+
     def apply_due(
         self, session: Session, *, catalog: Catalog, now: datetime, limit: int = 500
     ) -> int:
-        """Apply every scheduled change whose time has come; returns how many."""
-        org_ids = session.scalars(
-            select(ScheduledPlanChange.org_id)
-            .where(
+        """Apply every scheduled change whose time has come, in the caller's transaction;
+        returns how many. The periodic job applies one org per transaction instead."""
+        return sum(
+            self.apply_due_for(session, org_id, catalog=catalog, now=now)
+            for org_id in sorted(self.due_org_ids(session, now=now, limit=limit))
+        )
+
+    def due_cuts(
+        self, session: Session, org_ids: Collection[uuid.UUID], now: datetime
+    ) -> dict[uuid.UUID, datetime]:
+        """Orgs whose plan change fell due but is not applied yet, and when it fell due:
+        usage past that moment waits for the change (metering's `usage_cuts`)."""
+        if not org_ids:
+            return {}
+        rows = session.execute(
+            select(ScheduledPlanChange.org_id, ScheduledPlanChange.effective_at).where(
+                ScheduledPlanChange.org_id.in_(list(org_ids)),
                 ScheduledPlanChange.applied_at.is_(None),
                 ScheduledPlanChange.canceled_at.is_(None),
                 ScheduledPlanChange.effective_at <= now,
             )
-            .order_by(ScheduledPlanChange.effective_at)
-            .limit(limit)
         ).all()
-        applied = 0
-        for org_id in org_ids:
-            # Org row first, then the change: the same lock order as the webhook handler.
-            org = account_repository.get_org(session, org_id, lock=True)
-            change = session.scalars(_pending(org_id)).one_or_none()
-            if change is None or change.effective_at > now:
-                continue  # applied, moved or canceled meanwhile
-            if org is None:
-                change.canceled_at = now  # the org was deleted
-                continue
-            self._apply(session, org, change, catalog=catalog, now=now)
-            applied += 1
-        return applied
+        return {org_id: at for org_id, at in rows}
 
     def next_due(self, session: Session) -> datetime | None:
         return session.scalar(

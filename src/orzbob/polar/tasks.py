@@ -18,9 +18,22 @@ def apply_scheduled_plan_changes(runtime: Runtime) -> int | Idle:
     period passes, by the service clock (so the test clock rehearses it too)."""
     now = runtime.clock.now()
     with runtime.session() as session:
-        applied = subscription_service.apply_due(session, catalog=runtime.catalog, now=now)
-        if applied:
-            return applied  # a plan changed: other jobs may now see something new
+        due = subscription_service.due_org_ids(session, now=now)
+    applied = 0
+    for org_id in due:
+        # One org per transaction (docs/architecture.md): the change records the org's usage
+        # up to it, locking that org's segments and periods only. Safe with several workers:
+        # each re-checks the change under the org row lock.
+        try:
+            with runtime.session() as session:
+                applied += subscription_service.apply_due_for(
+                    session, org_id, catalog=runtime.catalog, now=now
+                )
+        except Exception:
+            log.exception("scheduled plan change for org %s failed; retried next run", org_id)
+    if applied:
+        return applied  # a plan changed: other jobs may now see something new
+    with runtime.session() as session:
         nxt = subscription_service.next_due(session)
     return Idle(nxt if nxt is not None else FOREVER)
 

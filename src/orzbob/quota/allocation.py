@@ -16,6 +16,7 @@ from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
 from orzbob.kit.db import insert_ignore, new_id, on_commit, upsert_add
+from orzbob.kit.money import to_cents
 from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period, period_for
@@ -135,6 +136,7 @@ def allocate_many(
         billable = overage if plan.bills_overage else 0
         qp.used_small_minutes += small
         qp.plan_id = plan.id
+        qp.monthly_base_cents = to_cents(plan.monthly_base)
         if (
             qp.exhausted_at is None
             and plan.included_small_minutes > 0

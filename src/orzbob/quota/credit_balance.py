@@ -69,17 +69,20 @@ def _carried_in(
 ) -> int:
     """Walk the closed periods since the first grant: each absorbs what it can of the
     credit available to it, the rest moves on. Reads each period's rollups, never the
-    records; a closed period is charged the base of the plan its usage last ran on."""
+    records; a closed period is charged the base recorded for it (see `_base`)."""
     first = grants[0][0]
-    bases: dict[datetime, str | None] = dict(
-        session.execute(
-            select(QuotaPeriod.period_start, QuotaPeriod.plan_id).where(
+    bases: dict[datetime, tuple[str | None, int | None]] = {
+        start: (plan_id, cents)
+        for start, plan_id, cents in session.execute(
+            select(
+                QuotaPeriod.period_start, QuotaPeriod.plan_id, QuotaPeriod.monthly_base_cents
+            ).where(
                 QuotaPeriod.org_id == org.id,
                 QuotaPeriod.period_end > first,
                 QuotaPeriod.period_start < current.start,
             )
-        ).all()
-    )
+        )
+    }
     lines: dict[datetime, dict[str, int]] = defaultdict(dict)
     for start, tier, minutes in session.execute(
         select(
@@ -103,9 +106,9 @@ def _carried_in(
             if period.start <= s < period.end:
                 for t, m in lines[s].items():
                     billable[t] += m
-        plan_ids = [bases[s] for s in sorted(bases) if period.start <= s < period.end]
-        plan_id = next((p for p in reversed(plan_ids) if p), org.plan_id)
-        base = catalog.plan(plan_id).monthly_base if catalog.has_plan(plan_id) else ZERO
+        base = _base(
+            catalog, org, [bases[s] for s in sorted(bases) if period.start <= s < period.end]
+        )
         cost = base + sum(
             (
                 minutes_cost(m, catalog.tier(t).hourly_rate)
@@ -118,3 +121,14 @@ def _carried_in(
         balance = available - min(available, to_cents(cost))
         period = org_period(org, period.end)
     return balance
+
+
+def _base(catalog: Catalog, org: Org, recorded: list[tuple[str | None, int | None]]) -> Decimal:
+    """The base a closed period is charged: as recorded on its latest row (plan changes
+    record every period they leave behind), else the org's plan, unchanged since."""
+    for plan_id, cents in reversed(recorded):
+        if cents is not None:
+            return from_cents(cents)
+        if plan_id:
+            return catalog.plan(plan_id).monthly_base if catalog.has_plan(plan_id) else ZERO
+    return catalog.plan(org.plan_id).monthly_base

@@ -24,6 +24,9 @@ class QuotaPeriod(Base):
     # The plan of the latest usage allocated here: the base a closed period is charged when
     # credits carried across periods are settled (the org's plan may have changed since).
     plan_id: Mapped[str | None] = mapped_column(String(64))
+    # That plan's monthly base when it was recorded, so a closed period's bill never changes
+    # (a plan change, or a later price change in the catalog, leaves it as it was).
+    monthly_base_cents: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class QuotaTierRollup(Base):

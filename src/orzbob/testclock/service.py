@@ -6,6 +6,7 @@ import threading
 from datetime import datetime
 
 from orzbob.kit.clock import ManualClock
+from orzbob.kit.db import session_scope
 from orzbob.kit.errors import Conflict, NotFound
 from orzbob.runtime import Runtime
 from orzbob.testclock.models import TestClockState
@@ -32,6 +33,35 @@ def restore(runtime: Runtime) -> None:
                 job.next_run = max(job.next_run, state.now + job.interval)
 
 
+SHARED = "shared_test_clock"
+
+
+def share(runtime: Runtime) -> None:
+    """Make this process follow the persisted test clock: API replicas that run no jobs and
+    `orz worker` processes, so one advance moves every process of the deployment."""
+    runtime.extras[SHARED] = True
+
+
+def is_shared(runtime: Runtime) -> bool:
+    return bool(runtime.extras.get(SHARED))
+
+
+def follow(runtime: Runtime) -> bool:
+    """Catch up with the persisted test clock; a process with jobs runs every job that falls
+    due on the way, in order (as an advance would). Returns whether the clock moved."""
+    clock = require_test_clock(runtime)
+    with session_scope(runtime.read_sessions) as session:
+        state = session.get(TestClockState, 1)
+        target = state.now if state is not None else None
+    if target is None or target <= clock.now():
+        return False
+    if runtime.scheduler.jobs:
+        runtime.scheduler.advance(clock, (target - clock.now()).total_seconds())
+    else:
+        clock.set(target)
+    return True
+
+
 def _persist(runtime: Runtime, now: datetime) -> None:
     with runtime.session() as session:
         state = session.get(TestClockState, 1)
@@ -47,6 +77,8 @@ def advance(runtime: Runtime, seconds: int) -> tuple[datetime, int]:
     if not _advance_lock.acquire(blocking=False):
         raise Conflict("Another test-clock advance is running; retry when it has finished.")
     try:
+        if is_shared(runtime):
+            follow(runtime)  # start from where the deployment's clock is
         before = sum(j.runs for j in runtime.scheduler.jobs)
         now = runtime.scheduler.advance(clock, seconds)
         _persist(runtime, now)

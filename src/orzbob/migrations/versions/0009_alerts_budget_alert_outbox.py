@@ -1,7 +1,7 @@
 """alerts: budget alert outbox
 
 Revision ID: 0009_alerts
-Revises: 0008_throttle
+Revises: 0007_money
 Create Date: 2026-11-29 00:44:56.434691
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import orzbob.kit.db
 
 revision = "0009_alerts"
-down_revision = "0008_throttle"
+down_revision = "0007_money"
 branch_labels = None
 depends_on = None
 

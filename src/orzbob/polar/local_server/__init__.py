@@ -58,6 +58,8 @@ Control API (`/_control`, no authentication; JSON in and out):
 * `POST /subscriptions/{id}/cycle` -> Subscription: renews the period, or ends the
   subscription if it was set to cancel at period end (+ webhooks)
 * `POST /checkouts/{id}/complete` -> 201 Subscription: what a paid checkout would create
+* `POST /discounts/{id}/redeem` -> Discount: an invoice used it (`redemptions_count` + 1;
+  422 once `max_redemptions` is reached)
 
 Webhooks are signed like a legacy Polar endpoint (HMAC key = UTF-8 bytes of the whole secret),
 carry `api_version: "2026-04"`, keep their `webhook-id` across retries, and are retried with

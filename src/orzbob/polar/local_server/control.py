@@ -286,6 +286,18 @@ def cycle_subscription(ctx: Ctx, sub_id: UUID) -> JSON:
     return render_subscription(ctx.store, SubscriptionOps(ctx).cycle(str(sub_id)))
 
 
+@router.post("/discounts/{discount_id}/redeem")
+def redeem_discount(ctx: Ctx, discount_id: UUID) -> JSON:
+    """An invoice used the discount: count one redemption (refused once it is used up)."""
+    discount = dict(ctx.require("discount", discount_id))
+    limit = discount.get("max_redemptions")
+    if limit is not None and discount["redemptions_count"] >= limit:
+        raise invalid(["path", "discount_id"], "The discount has no redemptions left.")
+    discount["redemptions_count"] += 1
+    ctx.store.put("discount", discount)
+    return discount
+
+
 @router.post("/checkouts/{checkout_id}/complete", status_code=201)
 def complete_checkout(ctx: Ctx, checkout_id: UUID) -> JSONResponse:
     """Pretend the customer paid: create the subscription and mark the checkout succeeded."""

@@ -1,0 +1,80 @@
+"""What the service does to instances on its own: stopping silent ones (heartbeat timeout)
+and every instance of an org being deleted. Lock order as in `instances.service`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orzbob.accounts.models import Org
+from orzbob.catalog.models import Catalog
+from orzbob.instances.models import Instance, Reason, State
+from orzbob.instances.service import instance_service
+
+
+class SweepService:
+    def silent_candidates(
+        self, session: Session, *, now: datetime, timeout: timedelta, limit: int = 500
+    ) -> Sequence[uuid.UUID]:
+        """Running instances silent for longer than `timeout`, unlocked (each is re-checked
+        under its lock by `stop_if_silent`)."""
+        return session.scalars(
+            select(Instance.id)
+            .where(Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout)
+            .order_by(Instance.id)
+            .limit(limit)
+        ).all()
+
+    def stop_if_silent(
+        self,
+        session: Session,
+        instance_id: uuid.UUID,
+        *,
+        now: datetime,
+        timeout: timedelta,
+        catalog: Catalog,
+    ) -> bool:
+        """Stop one instance (reason `heartbeat_timeout`) if it is still running and silent;
+        usage ends at its last heartbeat, so dead time is never billed. An instance another
+        transaction holds is skipped: it is being changed right now, and the next sweep sees
+        what that change left."""
+        instance = session.scalars(
+            select(Instance)
+            .where(Instance.id == instance_id)
+            .with_for_update(skip_locked=True, key_share=True)
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        if instance is None or not instance_service.timed_out(instance, now, timeout):
+            return False
+        instance_service.stop_timed_out(session, instance, catalog=catalog, now=now)
+        return True
+
+    def stop_org_instances(
+        self, session: Session, org: Org, now: datetime, catalog: Catalog
+    ) -> int:
+        """Stop every instance of an org being deleted (reason `admin`), closing its usage in
+        the caller's transaction and one allocation. The caller holds the org row lock; every
+        instance, then every open segment, is locked before any quota period."""
+        instances = session.scalars(
+            select(Instance)
+            .where(Instance.org_id == org.id, Instance.state != State.STOPPED.value)
+            .order_by(Instance.id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        ).all()
+        instance_service.halt_many(
+            session,
+            org,
+            [(i, Reason.ADMIN, now) for i in instances],
+            to=State.STOPPED,
+            catalog=catalog,
+            now=now,
+        )
+        return len(instances)
+
+
+sweep_service = SweepService()

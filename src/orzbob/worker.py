@@ -1,0 +1,39 @@
+"""`orz worker`: the periodic jobs without the HTTP API.
+
+Run one or several next to API replicas (`ORZBOB_RUN_JOBS=false`) on one PostgreSQL
+database; every job is safe with several workers (see `orzbob.jobs`). Under the test clock a
+worker follows the clock the API persists, running each job that falls due on the way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from orzbob.jobs import register_jobs
+from orzbob.runtime import Runtime
+from orzbob.testclock import service as testclock_service
+
+log = logging.getLogger(__name__)
+
+FOLLOW_SECONDS = 0.05
+
+
+def run_worker(runtime: Runtime, stop: threading.Event) -> None:
+    """Run the jobs until `stop` is set, then run the shutdown hooks (a last flush)."""
+    register_jobs(runtime)
+    names = ", ".join(j.name for j in runtime.scheduler.jobs)
+    log.info("worker %s running jobs: %s", runtime.settings.worker_id or "(unnamed)", names)
+    try:
+        if runtime.settings.test_clock:
+            testclock_service.share(runtime)
+            testclock_service.restore(runtime)
+            while not stop.is_set():
+                if not testclock_service.follow(runtime):
+                    stop.wait(FOLLOW_SECONDS)
+        else:
+            runtime.scheduler.run_forever(stop)
+    finally:
+        for hook in runtime.extras.get("shutdown_hooks", []):  # type: ignore[attr-defined]
+            hook()
+        log.info("worker stopped")
