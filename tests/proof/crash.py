@@ -1,12 +1,13 @@
-"""The crash proof: `orz server` and `orz polar serve-local` as real processes, instances
-driven through random lifecycles on the test clock, the service killed with SIGKILL at random
-points (mid-request, mid-flush) and restarted, the database connections cut with
-pg_terminate_backend, and optionally the Polar link failing on ~30 % of requests (429, 5xx,
+"""The crash proof: `orz server`, `orz worker` and `orz polar serve-local` as real processes,
+instances driven through random lifecycles on the test clock, an API process or a worker
+killed with SIGKILL at random points (mid-request, mid-flush) and restarted, the database
+connections cut with pg_terminate_backend, and optionally the Polar link failing on ~30 % of requests (429, 5xx,
 latency, dropped connections). At the end the minutes implied by the lifecycle, the ledger
 and what Polar received must be equal per org and in total, every external_id stored once,
 no record pending or dead.
 
-    python -m tests.proof.crash --instances 200 --seed 7 [--chaos 0.3]
+    python -m tests.proof.crash --instances 200 --seed 7   # crash, chaos and 2 + 2 runs
+    python -m tests.proof.crash --chaos 0.3 --apis 2 --workers 2   # one run
 
 The seed is printed first so a failure can be replayed."""
 
@@ -18,7 +19,7 @@ import random
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -45,13 +46,15 @@ class Size:
     kills: int = 12
     cuts: int = 6
     chaos: float = 0.0
+    apis: int = 1  # `orz server` processes (ORZBOB_RUN_JOBS=false)
+    workers: int = 1  # `orz worker` processes
 
 
 @dataclass
 class Outcome:
     seed: int
     size: Size
-    kills: int = 0
+    killed: list[str] = field(default_factory=list)  # which process, in order
     cuts: int = 0
     faults: int = 0
     resent: int = 0
@@ -61,16 +64,22 @@ class Outcome:
 
 
 class Driver:
-    def __init__(self, rng: random.Random, server: Proc, url: str, staff: dict[str, str]) -> None:
-        self.rng, self.server, self.url, self.staff = rng, server, url, staff
-        self.http = httpx.Client(base_url=url, timeout=60)
+    def __init__(
+        self,
+        rng: random.Random,
+        apis: list[tuple[Proc, str]],
+        workers: list[Proc],
+        staff: dict[str, str],
+    ) -> None:
+        self.rng, self.apis, self.workers, self.staff = rng, apis, workers, staff
+        self.clients = [httpx.Client(base_url=url, timeout=60) for _, url in apis]
         self.live: dict[str, dict[str, Any]] = {}  # instance id -> {headers, silent_until}
         self.lost = 0  # requests whose answer a kill or a cut swallowed
         self.faulty = False  # inside a kill or cut window, a lost answer is expected
 
     def call(self, method: str, path: str, headers: dict[str, str], **kw: Any) -> Any:
         try:
-            r = self.http.request(method, path, headers=headers, **kw)
+            r = self.rng.choice(self.clients).request(method, path, headers=headers, **kw)
         except httpx.TransportError:
             if not self.faulty:
                 raise
@@ -113,27 +122,28 @@ class Driver:
         """After a fault the outcome of a lost request is unknown: ask the service."""
         live: dict[str, dict[str, Any]] = {}
         for headers in orgs:
-            for inst in self.http.get("/v1/instances", headers=headers).json():
+            for inst in self.clients[0].get("/v1/instances", headers=headers).json():
                 if inst["state"] != "stopped":
                     old = self.live.get(inst["id"], {"silent_until": -1})
                     live[inst["id"]] = {"headers": headers, "silent_until": old["silent_until"]}
         self.live = live
 
-    def kill_and_restart(self, during: str) -> None:
-        """SIGKILL the service while it is doing `during` (an advance runs the jobs: flush,
-        sweeps, alerts), then start it again on the same port."""
+    def kill_and_restart(self) -> str:
+        """SIGKILL an API process or a worker at a random moment of an advance (the worker
+        then runs the jobs: flush, sweeps, alerts), then start it again."""
         self.faulty = True
-        if during == "advance":
-            worker = threading.Thread(target=self.advance)
-            worker.start()
-            time.sleep(self.rng.uniform(0.0, 0.4))
-            self.server.kill9()
-            worker.join()
-        else:
-            self.server.kill9()
-        self.server.start()
-        self.server.wait_healthy(self.url)
+        victims: list[tuple[Proc, str | None]] = [*self.apis, *((w, None) for w in self.workers)]
+        proc, url = self.rng.choice(victims)
+        worker = threading.Thread(target=self.advance)
+        worker.start()
+        time.sleep(self.rng.uniform(0.0, 0.5))
+        proc.kill9()
+        worker.join()
+        proc.start()
+        if url is not None:
+            proc.wait_healthy(url)
         self.faulty = False
+        return proc.name
 
     def cut(self, db_url: str) -> None:
         self.faulty = True
@@ -188,8 +198,8 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
     with ExitStack() as stack:
         db_url = stack.enter_context(scratch_database(admin_url))
         orgs, staff = seed_accounts(db_url, size.orgs)
-        polar_port, api_port = free_port(), free_port()
-        polar_url, api_url = f"http://127.0.0.1:{polar_port}", f"http://127.0.0.1:{api_port}"
+        polar_port = free_port()
+        polar_url = f"http://127.0.0.1:{polar_port}"
         env = {
             **os.environ,
             "DATABASE_URL": db_url,
@@ -201,7 +211,7 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
             "POLAR_WEBHOOK_SECRET": "whsec_" + "w" * 40,
             "POLAR_TIMEOUT_SECONDS": "3",
             "HEARTBEAT_TIMEOUT_SECONDS": str(HEARTBEAT_TIMEOUT),
-            "FLUSH_BATCH_SIZE": "50",
+            "FLUSH_BATCH_SIZE": "10",  # small batches: many Polar calls to fail
             # A killed flusher's claim expires after this lease (real seconds).
             "FLUSH_LEASE_SECONDS": "15",
         }
@@ -211,16 +221,32 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
              "--accept-future-timestamps"],
             env, workdir,
         )  # fmt: skip
-        server = Proc("server", ["server", "--no-migrate", "--port", str(api_port)], env, workdir)
         stack.callback(polar.stop)
-        stack.callback(server.stop)
         polar.start()
         polar.wait_healthy(polar_url, "/_control/health")
-        server.start()
-        server.wait_healthy(api_url)
+        apis: list[tuple[Proc, str]] = []
+        for n in range(size.apis):
+            port = free_port()
+            api = Proc(
+                f"api{n}",
+                ["server", "--no-migrate", "--port", str(port)],
+                {**env, "ORZBOB_RUN_JOBS": "false"},
+                workdir,
+            )
+            stack.callback(api.stop)
+            api.start()
+            apis.append((api, f"http://127.0.0.1:{port}"))
+        workers = []
+        for n in range(size.workers):
+            worker = Proc(f"worker{n}", ["worker"], {**env, "ORZBOB_WORKER_ID": f"w{n}"}, workdir)
+            stack.callback(worker.stop)
+            worker.start()
+            workers.append(worker)
+        for api, url in apis:
+            api.wait_healthy(url)
         if size.chaos:
             add_chaos(polar_url, size.chaos, seed)
-        driver = Driver(rng, server, api_url, staff)
+        driver = Driver(rng, apis, workers, staff)
         steps = max(10, size.instances // 5)
         per_step = [
             size.instances // steps + (1 if i < size.instances % steps else 0) for i in range(steps)
@@ -230,8 +256,7 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
         for step in range(steps):
             driver.churn(orgs, per_step[step], step)
             if step in kill_at:
-                driver.kill_and_restart(rng.choice(["advance", "idle"]))
-                outcome.kills += 1
+                outcome.killed.append(driver.kill_and_restart())
                 driver.resync(orgs)
             elif step in cut_at:
                 driver.cut(db_url)
@@ -248,9 +273,9 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
             outcome.faults = sum(rule["fired"] for rule in c.get("/faults").json()["items"])
             outcome.resent = c.get("/stats").json()["duplicates"]
         outcome.problems = outcome.totals.problems()
-        for name, text in (("server", server.all_logs()), ("polar", polar.all_logs())):
-            if "deadlock detected" in text:
-                outcome.problems.append(f"{name}: a deadlock was reported")
+        for proc in [polar, *(a for a, _ in apis), *workers]:
+            if "deadlock detected" in proc.all_logs():
+                outcome.problems.append(f"{proc.name}: a deadlock was reported")
     return outcome
 
 
@@ -269,16 +294,19 @@ def drain(driver: Driver, db_url: str, polar_url: str, patience: float = 420.0) 
 
 def table(outcomes: list[Outcome]) -> str:
     head = (
-        "| run | seed | instances | kills | DB cuts | Polar faults | resent (deduplicated) "
-        "| lifecycle min | ledger min | Polar min | differences |"
+        "| run | seed | instances | kills (API/worker) | DB cuts | Polar faults "
+        "| resent (deduplicated) | lifecycle min | ledger min | Polar min | differences |"
     )
     lines = [head, "|" + "---|" * 11]
     for o in outcomes:
         t = o.totals
         assert t is not None
         name = f"chaos {o.size.chaos:.0%}" if o.size.chaos else "crash"
+        name += f", {o.size.apis} API + {o.size.workers} worker processes"
+        apis = sum(1 for k in o.killed if k.startswith("api"))
+        kills = f"{apis}/{len(o.killed) - apis}"
         lines.append(
-            f"| {name} | {o.seed} | {t.instances} | {o.kills} | {o.cuts} | {o.faults} "
+            f"| {name} | {o.seed} | {t.instances} | {kills} | {o.cuts} | {o.faults} "
             f"| {o.resent} | {t.lifecycle} | {t.ledger} | {t.polar} | {len(o.problems)} |"
         )
     return "\n".join(lines)
@@ -296,7 +324,9 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=20)
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--cuts", type=int, default=6)
-    parser.add_argument("--chaos", type=float, default=None, help="Only this run, at this rate.")
+    parser.add_argument("--chaos", type=float, default=None, help="One run at this fault rate.")
+    parser.add_argument("--apis", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--admin-url",
@@ -304,12 +334,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
-    # Without --chaos: the crash run, then the same size with 30 % of Polar calls failing.
-    rates = [0.0, 0.3] if args.chaos is None else [args.chaos]
+    base = Size(args.instances, args.orgs, args.kills, args.cuts, 0.0, args.apis, args.workers)
+    # Without --chaos: the crash run, the same with 30 % of Polar calls failing, and two API
+    # processes with two workers on the one database.
+    sizes = (
+        [base, replace(base, chaos=0.3), replace(base, apis=2, workers=2)]
+        if args.chaos is None
+        else [replace(base, chaos=args.chaos)]
+    )
     outcomes = []
     started = time.monotonic()
-    for rate in rates:
-        size = Size(args.instances, args.orgs, args.kills, args.cuts, rate)
+    for size in sizes:
         with TemporaryDirectory(prefix="orzbob-proof-") as tmp:
             outcomes.append(run(size, seed=seed, admin_url=args.admin_url, workdir=Path(tmp)))
     print()

@@ -19,7 +19,7 @@ def _postgres_only(is_postgres: bool) -> None:
         pytest.skip("kill -9 and pg_terminate_backend need PostgreSQL")
 
 
-def ci_size(chaos: float) -> Size:
+def ci_size(chaos: float, processes: int) -> Size:
     scale = soak_scale()
     return Size(
         instances=max(20, int(200 * scale)),
@@ -27,17 +27,21 @@ def ci_size(chaos: float) -> Size:
         kills=max(2, int(12 * scale)),
         cuts=max(1, int(6 * scale)),
         chaos=chaos,
+        apis=processes,
+        workers=processes,
     )
 
 
 @pytest.mark.soak
-@pytest.mark.parametrize("chaos", [0.0, 0.3], ids=["crash", "chaos"])
+@pytest.mark.parametrize(
+    ("chaos", "processes"), [(0.0, 1), (0.3, 1), (0.0, 2)], ids=["crash", "chaos", "2+2"]
+)
 def test_no_minute_is_lost_or_billed_twice_across_kills_and_cuts(
-    db_url: str, tmp_path: Path, chaos: float
+    db_url: str, tmp_path: Path, chaos: float, processes: int
 ) -> None:
     seed = int(os.environ.get("ORZBOB_PROOF_SEED") or random.SystemRandom().randrange(10**6))
-    outcome = run(ci_size(chaos), seed=seed, admin_url=db_url, workdir=tmp_path)
+    outcome = run(ci_size(chaos, processes), seed=seed, admin_url=db_url, workdir=tmp_path)
     print(table([outcome]))
     assert outcome.totals is not None and outcome.totals.ledger > 0
-    assert outcome.kills >= 1 and (outcome.faults > 0 or not chaos)
+    assert outcome.killed and (outcome.faults > 0 or not chaos)
     assert outcome.problems == [], f"seed {seed}: {outcome.problems}"
