@@ -1,10 +1,10 @@
-"""The crash proof: `orz server`, `orz worker` and `orz polar serve-local` as real processes,
-instances driven through random lifecycles on the test clock, an API process or a worker
-killed with SIGKILL at random points (mid-request, mid-flush) and restarted, the database
-connections cut with pg_terminate_backend, and optionally the Polar link failing on ~30 % of requests (429, 5xx,
-latency, dropped connections). At the end the minutes implied by the lifecycle, the ledger
-and what Polar received must be equal per org and in total, every external_id stored once,
-no record pending or dead.
+"""The crash proof: `orz server`, `orz worker` and `orz polar serve-local` as real
+processes, instances driven through random lifecycles on the test clock, an API process or a
+worker killed with SIGKILL at random points (mid-request, mid-flush) and restarted, the
+database connections cut with pg_terminate_backend, and optionally the Polar link failing on
+~30 % of requests (429, 5xx, latency, dropped connections). At the end the minutes implied by
+the lifecycle, the ledger and what Polar stored must be equal per org and in total, every
+external_id stored once, no record pending or dead.
 
     python -m tests.proof.crash --instances 200 --seed 7   # crash, chaos and 2 + 2 runs
     python -m tests.proof.crash --chaos 0.3 --apis 2 --workers 2   # one run
