@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from orzbob.accounts.service import account_service
+from orzbob.alerts.local_sink import SinkServer
 from orzbob.config import Settings
 from orzbob.kit.migrate import upgrade
 from orzbob.runtime import Runtime
@@ -34,6 +35,7 @@ from tests.proof.ledger import Totals, totals
 from tests.proof.processes import Proc, free_port, scratch_database, terminate_backends
 
 POLAR_TOKEN = "polar_oat_" + "t" * 40
+SPEND_LIMIT = "0.03"  # dollars: reached in about 22 small-minutes on the usage-only plan
 STEP = 60  # test-clock seconds per round
 HEARTBEAT_TIMEOUT = 180
 OK = {200, 201, 409}  # 409: a cap, a late heartbeat after the timeout, a stopped instance
@@ -163,9 +165,12 @@ def seed_accounts(db_url: str, orgs: int) -> tuple[list[dict[str, str]], dict[st
     headers = []
     with runtime.session() as s:
         for n in range(orgs):
+            # Every other org pays per minute from the first one, under a small spend limit
+            # (set through the API): budget alerts go out and the spend-limit cap pauses.
+            plan = "usage-only" if n % 2 else "base-plus-usage"
             org = account_service.create_org(
                 s, name=f"Proof {n}", billing_emails=[f"ops@proof{n}.test"],
-                plan_id="base-plus-usage", catalog=runtime.catalog, now=now,
+                plan_id=plan, catalog=runtime.catalog, now=now,
             )  # fmt: skip
             _, raw = account_service.create_token(s, org_id=org.id, role="admin", name="p", now=now)
             headers.append({"Authorization": f"Bearer {raw}"})
@@ -197,6 +202,7 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
     outcome = Outcome(seed=seed, size=size)
     with ExitStack() as stack:
         db_url = stack.enter_context(scratch_database(admin_url))
+        mail = stack.enter_context(SinkServer())
         orgs, staff = seed_accounts(db_url, size.orgs)
         polar_port = free_port()
         polar_url = f"http://127.0.0.1:{polar_port}"
@@ -210,6 +216,8 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
             "POLAR_API_KEY": POLAR_TOKEN,
             "POLAR_WEBHOOK_SECRET": "whsec_" + "w" * 40,
             "POLAR_TIMEOUT_SECONDS": "3",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(mail.port),
             "HEARTBEAT_TIMEOUT_SECONDS": str(HEARTBEAT_TIMEOUT),
             "FLUSH_BATCH_SIZE": "10",  # small batches: many Polar calls to fail
             # A killed flusher's claim expires after this lease (real seconds).
@@ -247,6 +255,8 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
         if size.chaos:
             add_chaos(polar_url, size.chaos, seed)
         driver = Driver(rng, apis, workers, staff)
+        for headers in orgs[1::2]:
+            driver.call("PUT", "/v1/billing/spend-limit", headers, json={"amount": SPEND_LIMIT})
         steps = max(10, size.instances // 5)
         per_step = [
             size.instances // steps + (1 if i < size.instances % steps else 0) for i in range(steps)
@@ -267,7 +277,7 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
         driver.resync(orgs)
         for iid, inst in driver.live.items():
             driver.call("DELETE", f"/v1/instances/{iid}", inst["headers"])
-        outcome.totals = drain(driver, db_url, polar_url)
+        outcome.totals = drain(driver, db_url, polar_url, mail)
         outcome.lost_requests = driver.lost
         with httpx.Client(base_url=polar_url + "/_control", timeout=30) as c:
             outcome.faults = sum(rule["fired"] for rule in c.get("/faults").json()["items"])
@@ -279,25 +289,33 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
     return outcome
 
 
-def drain(driver: Driver, db_url: str, polar_url: str, patience: float = 420.0) -> Totals:
+def drain(
+    driver: Driver, db_url: str, polar_url: str, mail: SinkServer, patience: float = 420.0
+) -> Totals:
     """Advance the clock until every record has reached Polar, or give up and report. A
     batch claimed by a killed process waits for its lease to run out (real time: the lease
     guards against a live process, which the test clock cannot speak for)."""
     deadline = time.monotonic() + patience
-    result = totals(db_url, polar_url)
+
+    def now() -> Totals:
+        ids = [str(m.message["Message-ID"]) for m in mail.handler.received()]
+        return totals(db_url, polar_url, ids)
+
+    result = now()
     while not result.settled() and time.monotonic() < deadline:
         driver.advance()
         time.sleep(1.0)
-        result = totals(db_url, polar_url)
+        result = now()
     return result
 
 
 def table(outcomes: list[Outcome]) -> str:
     head = (
         "| run | seed | instances | kills (API/worker) | DB cuts | Polar faults "
-        "| resent (deduplicated) | lifecycle min | ledger min | Polar min | differences |"
+        "| resent (deduplicated) | lifecycle min | ledger min | Polar min | alerts mailed "
+        "| differences |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for o in outcomes:
         t = o.totals
         assert t is not None
@@ -307,7 +325,8 @@ def table(outcomes: list[Outcome]) -> str:
         kills = f"{apis}/{len(o.killed) - apis}"
         lines.append(
             f"| {name} | {o.seed} | {t.instances} | {kills} | {o.cuts} | {o.faults} "
-            f"| {o.resent} | {t.lifecycle} | {t.ledger} | {t.polar} | {len(o.problems)} |"
+            f"| {o.resent} | {t.lifecycle} | {t.ledger} | {t.polar} "
+            f"| {t.mails - t.mails_resent} (+{t.mails_resent} resent) | {len(o.problems)} |"
         )
     return "\n".join(lines)
 

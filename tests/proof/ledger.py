@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy import func, select
 
+from orzbob.alerts.models import AlertState, BudgetAlert
 from orzbob.config import Settings
 from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, State
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
@@ -30,9 +31,18 @@ class Totals:
     unknown_at_polar: int = 0
     not_stopped: int = 0
     lifecycle_errors: list[str] = field(default_factory=list)
+    alerts: dict[str, int] = field(default_factory=dict)  # state -> count
+    mails: int = 0  # alert e-mails the SMTP server accepted
+    mails_resent: int = 0  # the same Message-ID again (a sender died before recording)
+    alerts_unmailed: int = 0  # recorded as sent, never received
+    mails_unknown: int = 0  # received, matching no alert
 
     def settled(self) -> bool:
-        return set(self.records) <= {RecordState.SENT.value} and self.missing_at_polar == 0
+        return (
+            set(self.records) <= {RecordState.SENT.value}
+            and self.missing_at_polar == 0
+            and AlertState.PENDING.value not in self.alerts
+        )
 
     def problems(self) -> list[str]:
         found = list(self.lifecycle_errors)
@@ -42,6 +52,13 @@ class Totals:
             found.append(f"external ids stored twice at Polar: {self.stored_twice[:5]}")
         if self.unknown_at_polar:
             found.append(f"{self.unknown_at_polar} events at Polar match no record")
+        bad = {k: v for k, v in self.alerts.items() if k not in ALERT_DONE}
+        if bad:
+            found.append(f"alerts not delivered: {bad}")
+        if self.alerts_unmailed or self.mails_unknown:
+            found.append(
+                f"{self.alerts_unmailed} alerts never received, {self.mails_unknown} unknown mails"
+            )
         if self.not_stopped:
             found.append(f"{self.not_stopped} instances are not stopped")
         for org, (life, ledger, polar) in self.by_org.items():
@@ -62,7 +79,10 @@ def polar_events(polar_url: str) -> list[dict]:  # type: ignore[type-arg]
                 return events
 
 
-def totals(db_url: str, polar_url: str) -> Totals:
+ALERT_DONE = {AlertState.SENT.value, AlertState.COVERED.value, AlertState.REARMED.value}
+
+
+def totals(db_url: str, polar_url: str, mail_ids: list[str] | None = None) -> Totals:
     settings = Settings(_env_file=None, database_url=db_url, env="test")  # type: ignore[call-arg]
     runtime = Runtime.create(settings)
     try:
@@ -75,12 +95,20 @@ def totals(db_url: str, polar_url: str) -> Totals:
             for seg in s.scalars(select(UsageSegment).order_by(UsageSegment.started_at)):
                 segments[seg.instance_id].append(seg)
             records = list(s.scalars(select(UsageRecord)))
+            alerts = list(s.scalars(select(BudgetAlert)))
             states = dict(
                 s.execute(select(UsageRecord.state, func.count()).group_by(UsageRecord.state)).all()
             )
     finally:
         runtime.engine.dispose()
     result = Totals(instances=len(instances), records={str(k): v for k, v in states.items()})
+    result.alerts = dict(Counter(a.state for a in alerts))
+    received = Counter(mail_ids or [])
+    sent_ids = {a.message_id for a in alerts if a.state == AlertState.SENT.value}
+    result.mails = sum(received.values())
+    result.mails_resent = result.mails - len(received)
+    result.alerts_unmailed = len(sent_ids - set(received))
+    result.mails_unknown = len(set(received) - {a.message_id for a in alerts})
     life: Counter[str] = Counter()
     for inst in instances:
         if inst.state != State.STOPPED.value:
