@@ -52,25 +52,35 @@ async def get_now(runtime: RuntimeDep) -> datetime:
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-def authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("Send your API token as 'Authorization: Bearer <token>'.")
+def _authenticate(runtime: Runtime, raw: str) -> Principal:
     # Its own short read-only transaction: authentication must not hold the request's
     # transaction open (on SQLite a writing transaction holds the one write lock).
     with session_scope(runtime.read_sessions) as session:
-        return account_service.authenticate(session, credentials.credentials)
+        return account_service.authenticate(session, raw)
+
+
+async def authenticate(
+    runtime: Runtime, credentials: HTTPAuthorizationCredentials | None
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Send your API token as 'Authorization: Bearer <token>'.")
+    # A token seen in the last 30 s needs no query and no thread hop.
+    cached = account_service.cached_principal(credentials.credentials)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(_authenticate, runtime, credentials.credentials)
 
 
 async def bearer_of(request: Request) -> HTTPAuthorizationCredentials | None:
     return await _bearer(request)
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    principal = authenticate(runtime, credentials)
+    principal = await authenticate(runtime, credentials)
     # Refused only once the caller is known, so an anonymous caller learns nothing but 401.
     refusal = nul_refusal_of(request.scope)
     if refusal:

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -49,7 +48,7 @@ async def _caller_refused(request: Request) -> JSONResponse | None:
         return None
     credentials = await bearer_of(request)
     try:
-        await run_in_threadpool(authenticate, request.app.state.runtime, credentials)
+        await authenticate(request.app.state.runtime, credentials)
     except OrzbobError as refused:
         return render(refused)
     return None

@@ -82,14 +82,20 @@ class ThrottleRepository:
         return [(i, segments[i.id]) for i in instances if i.id in segments]
 
     def sweep_candidates(
-        self, session: Session, *, catalog: Catalog, now: datetime, margin_minutes: int
+        self,
+        session: Session,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        margin_minutes: int,
+        org_ids: Sequence[uuid.UUID] | None = None,
     ) -> list[uuid.UUID]:
         """Orgs with a running instance that a cap may stop now, in one set-based query.
 
         Per-instance caps compare the org's stalest activity and oldest run with each plan's
         limits; org caps compare the rollups, plus what `margin_minutes` of every running
         instance could add, with the budgets. The exact moment is computed per org after."""
-        running = (
+        grouped = (
             select(
                 Instance.org_id.label("org_id"),
                 func.count().label("n"),
@@ -98,8 +104,10 @@ class ThrottleRepository:
             )
             .where(Instance.state == State.RUNNING.value)
             .group_by(Instance.org_id)
-            .subquery()
         )
+        if org_ids is not None:
+            grouped = grouped.where(Instance.org_id.in_(sorted(org_ids)))
+        running = grouped.subquery()
         used = func.coalesce(QuotaPeriod.used_small_minutes, 0)
         today = func.coalesce(DailyUsage.minutes, 0)
         per_plan = []
@@ -134,6 +142,34 @@ class ThrottleRepository:
             .order_by(running.c.org_id)
         )
         return list(dict.fromkeys(session.scalars(stmt)))
+
+    def org_snapshot(
+        self, session: Session, org_id: uuid.UUID, now: datetime
+    ) -> tuple[int, int, int]:
+        """(running instances, allowance used this period, instance-minutes today) in one
+        small statement: the heartbeat's prefilter."""
+        running = (
+            select(func.count())
+            .where(Instance.org_id == org_id, Instance.state == State.RUNNING.value)
+            .scalar_subquery()
+        )
+        used = (
+            select(QuotaPeriod.used_small_minutes)
+            .where(
+                QuotaPeriod.org_id == org_id,
+                QuotaPeriod.period_start <= now,
+                QuotaPeriod.period_end > now,
+            )
+            .limit(1)
+            .scalar_subquery()
+        )
+        today = (
+            select(DailyUsage.minutes)
+            .where(DailyUsage.org_id == org_id, DailyUsage.day == now.date())
+            .scalar_subquery()
+        )
+        n, u, t = session.execute(select(running, used, today)).one()
+        return int(n or 0), int(u or 0), int(t or 0)
 
     def has_running(self, session: Session) -> bool:
         return (
