@@ -89,7 +89,9 @@ def totals(db_url: str, polar_url: str, mail_ids: list[str] | None = None) -> To
         with runtime.session() as s:
             instances = list(s.scalars(select(Instance)))
             events: dict[uuid.UUID, list[InstanceEvent]] = defaultdict(list)
-            for e in s.scalars(select(InstanceEvent).order_by(InstanceEvent.at, InstanceEvent.id)):
+            # Ids are time-ordered at insert, the order transitions were committed in (a
+            # worker's test clock may trail an API's by a tick, so `at` is not that order).
+            for e in s.scalars(select(InstanceEvent).order_by(InstanceEvent.id)):
                 events[e.instance_id].append(e)
             segments: dict[uuid.UUID, list[UsageSegment]] = defaultdict(list)
             for seg in s.scalars(select(UsageSegment).order_by(UsageSegment.started_at)):
@@ -135,15 +137,20 @@ def totals(db_url: str, polar_url: str, mail_ids: list[str] | None = None) -> To
     return result
 
 
+# CUT_EARLY: the bill stops at the heartbeat timeout (even when the user stops a silent
+# instance later) or at a cap's computed moment, which the sweep records a little later.
+
+
 def _lifecycle_minutes(
     inst: Instance, chain: list[InstanceEvent], segs: list[UsageSegment], result: Totals
 ) -> int:
     """Minutes from the instance's transitions: each stretch of `running`, from entering it to
-    leaving it (to the last heartbeat for a heartbeat timeout, which is in the segment)."""
+    leaving it (for a timeout or a cap, to the earlier moment the service closed it at)."""
     state = State.PENDING
     for e in chain:
         if e.from_state != state.value or State(e.to_state) not in TRANSITIONS[state]:
-            result.lifecycle_errors.append(f"instance {inst.id}: illegal or repeated transition")
+            moves = [(x.from_state, x.to_state, x.reason, x.at.isoformat()) for x in chain]
+            result.lifecycle_errors.append(f"instance {inst.id}: illegal transition in {moves}")
             return 0
         state = State(e.to_state)
     entered = [e for e in chain if e.to_state == State.RUNNING.value]
@@ -156,9 +163,15 @@ def _lifecycle_minutes(
     minutes = 0
     for seg, start, end in zip(segs, entered, left, strict=True):
         stop = end.at
-        if end.reason == "heartbeat_timeout" and seg.ended_at is not None:
-            stop = min(stop, seg.ended_at)  # dead time after the last beat is not billed
+        # The bill may stop before the transition is recorded (see CUT_EARLY), never after;
+        # a worker's clock may trail an API's by a tick, so the recorded moment of a cap that
+        # cut a stretch at its start can even precede it.
+        if seg.ended_at is not None and start.at <= seg.ended_at <= max(end.at, start.at):
+            stop = seg.ended_at
         if seg.started_at != start.at or seg.ended_at != stop:
-            result.lifecycle_errors.append(f"instance {inst.id}: segment disagrees with events")
+            result.lifecycle_errors.append(
+                f"instance {inst.id}: segment {seg.started_at}..{seg.ended_at} disagrees with "
+                f"running {start.at}..{end.at} ({end.reason})"
+            )
         minutes += rounded_minutes(start.at, stop)
     return minutes
