@@ -4,11 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-<<<<<<< HEAD
-.PHONY: run test bench fmt lint install clean browser web-test proof
-=======
-.PHONY: run test bench fmt lint install clean browser web-test wrk
->>>>>>> main
+.PHONY: run test bench fmt lint install clean browser web-test wrk proof
 CHROMIUM ?= /usr/bin/chromium
 
 $(BIN)/python:
@@ -39,22 +35,18 @@ test: install browser web-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-<<<<<<< HEAD
 # The full-size proofs (PostgreSQL): the crash and chaos runs with their summary table, then
 # schemathesis and the webhook fuzzing with many more examples than CI gives them.
 proof: install
 	$(BIN)/python -m tests.proof.crash $(PROOF_ARGS)
 	ORZBOB_FUZZ_EXAMPLES=$${ORZBOB_FUZZ_EXAMPLES:-100} $(BIN)/python -m pytest tests/proof tests/fuzz -k "not crash" $(PYTEST_ARGS)
 
-bench: install
-=======
 # wrk (Debian's package) generates the HTTP load; figures are ratios to a same-run baseline.
 wrk:
 	@command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; }
 
 bench: install wrk
->>>>>>> main
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fmt: install
