@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench fmt lint install clean browser web-test verify wrk
+.PHONY: run test bench fmt lint install clean browser web-test verify wrk proof
 CHROMIUM ?= /usr/bin/chromium
 
 $(BIN)/python:
@@ -43,6 +43,12 @@ verify: install
 	@failed=""; for s in $(VERIFY); do hack/verify-$$s.sh || failed="$$failed $$s"; done; \
 	if [ -n "$$failed" ]; then echo "make verify: FAILED:$$failed" >&2; exit 1; fi; \
 	echo "make verify: all $(words $(VERIFY)) checks passed"
+
+# The full-size proofs (PostgreSQL): the crash and chaos runs with their summary table, then
+# schemathesis and the webhook fuzzing with many more examples than CI gives them.
+proof: install
+	$(BIN)/python -m tests.proof.crash $(PROOF_ARGS)
+	ORZBOB_FUZZ_EXAMPLES=$${ORZBOB_FUZZ_EXAMPLES:-100} $(BIN)/python -m pytest tests/proof tests/fuzz -k "not crash" $(PYTEST_ARGS)
 
 # wrk (Debian's package) generates the HTTP load; figures are ratios to a same-run baseline.
 wrk:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy.exc import OperationalError
+
 from orzbob.jobs import register_jobs
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
@@ -17,6 +19,7 @@ from orzbob.testclock import service as testclock_service
 log = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 0.05
+RETRY_SECONDS = 1.0
 
 
 def run_worker(runtime: Runtime, stop: threading.Event) -> None:
@@ -29,7 +32,15 @@ def run_worker(runtime: Runtime, stop: threading.Event) -> None:
             testclock_service.share(runtime)
             testclock_service.restore(runtime)
             while not stop.is_set():
-                if not testclock_service.follow(runtime):
+                try:
+                    moved = testclock_service.follow(runtime)
+                except OperationalError as exc:
+                    # The database dropped the connection (restart, failover): the pool
+                    # renews it; the jobs that were due run on the next follow.
+                    log.warning("worker: database unavailable, retrying: %s", exc.orig)
+                    stop.wait(RETRY_SECONDS)
+                    continue
+                if not moved:
                     stop.wait(FOLLOW_SECONDS)
         else:
             runtime.scheduler.run_forever(stop)

@@ -164,6 +164,25 @@ class TestCheckoutEndpoint:
         assert r.status_code == 503 and r.json()["error"] == "polar_unavailable"
         assert org_row(runtime, org.id).polar_customer_id is None
 
+    def test_a_polar_refusal_is_a_502_that_logs_polar_and_helps_the_customer(
+        self,
+        api: TestClient,
+        make_org: Callable[..., OrgHandle],
+        polar_url: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        org = make_org()
+        httpx.post(
+            f"{polar_url}/_control/faults",
+            json={"kind": "status", "status": 400, "path_prefix": "/v1/checkouts"},
+        ).raise_for_status()
+        r = api.post("/v1/billing/checkout", headers=org.headers, json={"plan": "base-plus-usage"})
+        assert r.status_code == 502 and r.json()["error"] == "polar_error", r.text
+        detail = r.json()["detail"]
+        assert "Fault injected" not in detail  # Polar's own words are for the log only
+        assert "nothing was charged" in detail and r.headers["x-request-id"] in detail
+        assert any("Fault injected" in rec.getMessage() for rec in caplog.records)
+
 
 def test_checkout_needs_billing_enabled(
     client: TestClient, make_org: Callable[..., OrgHandle]

@@ -205,7 +205,8 @@ class TestDeliveries:
         body = b'["not", "an", "envelope"]'
         r = hooks.post(URL, content=body, headers=signed_headers(body))
         assert r.status_code == 400 and set(r.json()) == {"error", "detail"}
-        assert deliveries(runtime) == []
+        # Recorded for support, as rejected: no effect, and never retried into processing.
+        assert [d.status for d in deliveries(runtime)] == ["rejected"]
 
 
 def pending(runtime: Runtime) -> list[ScheduledPlanChange]:

@@ -32,6 +32,9 @@ from orzbob.kit.money import from_cents
 
 router = APIRouter(tags=["organizations"])
 
+# Integer query parameters are bounded: an unbounded one overflows the database integer.
+MAX_OFFSET = 1_000_000
+
 
 def org_out(org: Org) -> OrgOut:
     return OrgOut(
@@ -84,7 +87,7 @@ def list_orgs(
     _: StaffDep,
     session: SessionDep,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[OrgOut]:
     return [org_out(o) for o in account_service.list_orgs(session, limit=limit, offset=offset)]
 

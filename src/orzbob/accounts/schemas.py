@@ -43,6 +43,13 @@ class OrgUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     billing_emails: list[str] | None = Field(None, min_length=1, max_length=20)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("name cannot be blank")
+        return None if v is None else v.strip()
+
     @field_validator("billing_emails")
     @classmethod
     def _emails(cls, v: list[str] | None) -> list[str] | None:

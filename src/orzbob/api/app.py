@@ -13,7 +13,13 @@ from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.alerts.endpoints import router as alerts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
-from orzbob.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from orzbob.api.middleware import (
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    NulTextMiddleware,
+    RequestIdMiddleware,
+)
+from orzbob.api.openapi import install_openapi
 from orzbob.api.pages import router as pages_router
 from orzbob.api.pages import static_files
 from orzbob.billing.endpoints import router as billing_router
@@ -24,6 +30,7 @@ from orzbob.instances.endpoints import beats_router
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
+from orzbob.polar.endpoints import WEBHOOK_PATH
 from orzbob.polar.endpoints import router as polar_router
 from orzbob.polar.reconcile_endpoints import router as reconcile_router
 from orzbob.runtime import Runtime
@@ -73,10 +80,13 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     )
     install_hooks()
     app.state.runtime = runtime
+    # Innermost first: the NUL check reads a body the size limit has already bounded.
+    app.add_middleware(NulTextMiddleware, raw_paths=frozenset({WEBHOOK_PATH}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
+    install_openapi(app)
     for router in (
         health_router,
         accounts_router,

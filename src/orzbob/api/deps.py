@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal, account_service
+from orzbob.api.middleware import nul_refusal_of
 from orzbob.kit.db import session_scope
-from orzbob.kit.errors import Forbidden, Unauthorized
+from orzbob.kit.errors import Forbidden, Unauthorized, Unprocessable
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
 
@@ -58,9 +59,8 @@ def _authenticate(runtime: Runtime, raw: str) -> Principal:
         return account_service.authenticate(session, raw)
 
 
-async def get_principal(
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def authenticate(
+    runtime: Runtime, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send your API token as 'Authorization: Bearer <token>'.")
@@ -69,6 +69,34 @@ async def get_principal(
     if cached is not None:
         return cached
     return await run_in_threadpool(_authenticate, runtime, credentials.credentials)
+
+
+async def bearer_of(request: Request) -> HTTPAuthorizationCredentials | None:
+    return await _bearer(request)
+
+
+async def get_principal(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    principal = await authenticate(runtime, credentials)
+    # Refused only once the caller is known, so an anonymous caller learns nothing but 401.
+    refusal = nul_refusal_of(request.scope)
+    if refusal:
+        raise Unprocessable(refusal)
+    return principal
+
+
+def needs_principal(call_tree: object) -> bool:
+    """Whether a route's dependency tree authenticates the caller (FastAPI `Dependant`)."""
+    stack = [call_tree]
+    while stack:
+        dependant = stack.pop()
+        if getattr(dependant, "call", None) is get_principal:
+            return True
+        stack.extend(getattr(dependant, "dependencies", ()))
+    return False
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orzbob.kit import metrics
 from orzbob.kit.errors import PayloadTooLarge
+from orzbob.kit.jsontext import find_problem
 
 
 class BodyLimitMiddleware:
@@ -44,8 +47,6 @@ def _message(limit: int) -> str:
 
 
 async def _reject(send: Send, limit: int) -> None:
-    import json
-
     body = json.dumps({"error": "payload_too_large", "detail": _message(limit)}).encode()
     await send(
         {
@@ -123,3 +124,54 @@ class MetricsMiddleware:
             metrics.http_request_duration_seconds.labels(route=route).observe(
                 time.perf_counter() - started
             )
+
+
+NUL_DETAIL = "Text cannot contain a NUL character (\\u0000)."
+
+
+def nul_refusal_of(scope: Scope) -> str | None:
+    """Why the request's text must be refused (set by NulTextMiddleware), or None."""
+    state = scope.get("state") or {}
+    return state.get("nul_refusal") if isinstance(state, dict) else None
+
+
+class NulTextMiddleware:
+    """Find NUL characters in the path, the query and JSON bodies: PostgreSQL text cannot hold
+    them (a 500 there) and SQLite would store them. It only marks the request; the refusal
+    (422) comes after authentication (api.deps), so an anonymous caller still gets 401. Paths
+    in `raw_paths` read their body themselves (the signed webhook answers 400 on its own)."""
+
+    def __init__(self, app: ASGIApp, raw_paths: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.raw_paths = raw_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.raw_paths:
+            await self.app(scope, receive, send)
+            return
+        found = "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(scope["query_string"])
+        chunks: list[Message] = []
+        more = True
+        while more:  # the body is already size-limited by BodyLimitMiddleware around us
+            message = await receive()
+            chunks.append(message)
+            more = message["type"] == "http.request" and message.get("more_body", False)
+        body = b"".join(m.get("body", b"") for m in chunks if m["type"] == "http.request")
+        found = found or b"\x00" in body or (b"\\u0000" in body and _json_has_nul(body))
+        if found:
+            scope.setdefault("state", {})["nul_refusal"] = NUL_DETAIL
+
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _json_has_nul(body: bytes) -> bool:
+    # A backslash-u-0000 in the raw bytes may be an escaped backslash followed by "u0000";
+    # only the parsed document tells. Unparseable JSON is left to the JSON error (422).
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return find_problem(value, max_depth=10**9) is not None

@@ -12,7 +12,8 @@ from orzbob.kit.money import parse_amount
 
 # Plain dollars and cents only: no exponent, sign, spaces, underscores or a third decimal, so
 # what support types is exactly what is stored ("1e2", "25.000" and "25." are refused).
-_DOLLARS = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,2})?$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, and "5.00\n" is no amount.
+_DOLLARS = re.compile(r"\A[0-9]{1,12}(\.[0-9]{1,2})?\Z")
 
 
 def parse_dollars(value: Any) -> Decimal:
@@ -25,7 +26,7 @@ def parse_dollars(value: Any) -> Decimal:
     if not _DOLLARS.match(value):
         if value.strip().startswith("-"):
             raise ValueError("cannot be negative")
-        if re.match(r"^[0-9]+\.[0-9]{3,}$", value):
+        if re.match(r"\A[0-9]+\.[0-9]{3,}\Z", value):
             raise ValueError("cannot have more than two decimal places")
         raise ValueError('must be a plain amount of dollars such as "25.00"')
     return parse_amount(value)

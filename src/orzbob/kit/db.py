@@ -109,10 +109,12 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "commit", _release)
         event.listen(engine, "rollback", _release)
         return engine
-    # No pre-ping (a round trip before every checkout): connections are recycled before
-    # servers or proxies drop idle ones, and a connection that died anyway fails its
-    # transaction, which rolls back and is retried by its caller or the next job run.
-    return create_engine(url, echo=echo, pool_recycle=300, pool_size=10, max_overflow=10)
+    # Pre-ping: a connection the server dropped (a restart, pg_terminate_backend, a proxy's
+    # idle timeout) is replaced before use instead of failing a request with a 500.
+    # Recycling keeps idle connections younger than most proxies' timeouts.
+    return create_engine(
+        url, echo=echo, pool_pre_ping=True, pool_recycle=300, pool_size=10, max_overflow=10
+    )
 
 
 def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -22,7 +22,17 @@ MAX_EXPORT = 100_000
 CSV_FIELDS = list(UsageRecordOut.model_fields)
 
 
-@router.get("/usage", response_model=UsageExport, response_model_by_alias=False)
+@router.get(
+    "/usage",
+    response_model=UsageExport,
+    response_model_by_alias=False,
+    responses={
+        200: {
+            "description": "The records as JSON, or as CSV with `format=csv`.",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def export_usage(
     principal: OrgPrincipalDep,
     session: SessionDep,
@@ -35,8 +45,16 @@ def export_usage(
     assert principal.org_id is not None
     org = account_service.get_org(session, principal.org_id)
     for name, value in (("from", from_), ("to", to)):
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            continue
+        if value.tzinfo is None:
             raise Unprocessable(f"'{name}' needs a timezone, e.g. 2026-03-01T00:00:00Z.")
+        try:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+            value.astimezone(UTC)
+        except OverflowError:
+            raise Unprocessable(
+                f"'{name}' is out of the supported range (years 1 to 9999 in UTC)."
+            ) from None
     period = org_period(org, now)
     start, end = from_ or period.start, to or period.end
     if end <= start:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from fastapi import APIRouter, Request
@@ -11,11 +12,14 @@ from pydantic import BaseModel, ConfigDict
 
 from orzbob.accounts.repository import account_repository
 from orzbob.api.deps import OrgAdminDep, RuntimeDep
+from orzbob.api.middleware import request_id_of
+from orzbob.api.openapi import errors
 from orzbob.kit.errors import Conflict, NotFound, OrzbobError, Unprocessable
 from orzbob.polar.client import PolarRejected, PolarUnavailable, gateway_for
 from orzbob.polar.customers import customer_service
 from orzbob.polar.sync import PLAN_KEY
 from orzbob.polar.webhooks import (
+    PayloadRejected,
     WebhookResult,
     WebhooksNotConfigured,
     WebhookVerifier,
@@ -23,7 +27,11 @@ from orzbob.polar.webhooks import (
 )
 from orzbob.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(tags=["billing"])
+
+WEBHOOK_PATH = "/v1/webhooks/polar"
 
 
 class PolarUnavailableError(OrzbobError):
@@ -65,10 +73,52 @@ def _verifier(runtime: Runtime) -> WebhookVerifier:
     return cached
 
 
+def _signature_header(name: str, description: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+# The receiver reads the raw bytes (the signature covers them exactly), so FastAPI cannot
+# infer the body or the headers: they are described here for the published document.
+WEBHOOK_OPENAPI = {
+    "x-raw-body": True,  # read by the route itself: no 422 from FastAPI's validation
+    "requestBody": {
+        "required": True,
+        "description": "A Polar event, signed per Standard Webhooks over these exact bytes.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "data"],
+                    "properties": {
+                        "type": {"type": "string", "example": "subscription.active"},
+                        "data": {"type": "object"},
+                    },
+                }
+            }
+        },
+    },
+    "parameters": [
+        _signature_header("webhook-id", "The delivery id, stable across Polar's retries."),
+        _signature_header("webhook-timestamp", "Unix seconds; refused outside ±5 minutes."),
+        _signature_header("webhook-signature", "`v1,<base64 HMAC-SHA256>`, space-separated."),
+    ],
+}
+
+
 @router.post(
-    "/v1/webhooks/polar",
+    WEBHOOK_PATH,
     response_model=WebhookAck,
-    responses={202: {"model": WebhookAck, "description": "Recorded as failed, with the reason"}},
+    responses={
+        202: {"model": WebhookAck, "description": "Recorded as failed, with the reason"},
+        **errors(400, 401, 413, 503),
+    },
+    openapi_extra=WEBHOOK_OPENAPI,
     tags=["webhooks"],
 )
 async def polar_webhook(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -87,13 +137,20 @@ async def polar_webhook(request: Request, runtime: RuntimeDep) -> JSONResponse:
             )
 
     result = await run_in_threadpool(process)
+    if result.status == "rejected":  # recorded and committed; now refused
+        raise PayloadRejected(result.detail or "The webhook body cannot be read.")
     ack = WebhookAck(status=result.status, detail=result.detail)
     return JSONResponse(ack.model_dump(), status_code=202 if result.status == "failed" else 200)
 
 
-@router.post("/v1/billing/checkout", response_model=CheckoutOut, status_code=201)
+@router.post(
+    "/v1/billing/checkout",
+    response_model=CheckoutOut,
+    status_code=201,
+    responses=errors(404, 409, 422, 502, 503),
+)
 def create_checkout(
-    body: CheckoutCreate, principal: OrgAdminDep, runtime: RuntimeDep
+    request: Request, body: CheckoutCreate, principal: OrgAdminDep, runtime: RuntimeDep
 ) -> CheckoutOut:
     """Start a Polar checkout to move the caller's org to a paid public plan; the plan
     changes when Polar reports the subscription (webhook), not here."""
@@ -144,7 +201,22 @@ def create_checkout(
             f"Polar is unavailable ({exc.reason}); nothing was changed. Please retry shortly."
         ) from exc
     except PolarRejected as exc:
-        raise PolarRefusedError(f"Polar refused the checkout: {exc}") from exc
+        # Polar's answer is for the on-call engineer (it may name internal ids); the customer
+        # gets what happened, what to do, and the id that finds this log line.
+        request_id = request_id_of(request.scope) or "unknown"
+        log.error(
+            "Polar refused the checkout of org %s for plan %s (HTTP %s, request id %s): %s",
+            org_id,
+            body.plan,
+            exc.status,
+            request_id,
+            exc,
+        )
+        raise PolarRefusedError(
+            "Our payment provider could not start the checkout; nothing was charged and your "
+            "plan is unchanged. Please try again later, or contact support and quote request "
+            f"id {request_id}."
+        ) from exc
     return CheckoutOut(
         plan=body.plan, checkout_id=checkout.id, url=checkout.url, expires_at=checkout.expires_at
     )

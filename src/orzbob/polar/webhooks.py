@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from orzbob.catalog.models import Catalog
 from orzbob.kit.db import insert_ignore
 from orzbob.kit.errors import BadRequest, OrzbobError
+from orzbob.kit.jsontext import loads_strict
 from orzbob.kit.metrics import polar_webhooks_total
 from orzbob.polar.models import WebhookDelivery
 from orzbob.polar.subscriptions import Outcome, SubscriptionPayload, subscription_service
@@ -109,8 +109,12 @@ class Envelope(BaseModel):
 
 @dataclass(frozen=True)
 class WebhookResult:
-    status: str  # processed | ignored | failed | duplicate
+    status: str  # processed | ignored | failed | duplicate | rejected
     detail: str | None = None
+
+
+class PayloadRejected(BadRequest):
+    """A signed body that is no Polar event; recorded (status `rejected`) and answered 400."""
 
 
 class WebhookService:
@@ -128,10 +132,11 @@ class WebhookService:
         if not 1 <= len(webhook_id) <= 128:
             raise BadRequest("The webhook-id header must be 1 to 128 characters.")
         try:
-            raw = json.loads(body)
+            raw = loads_strict(body)
             envelope = Envelope.model_validate(raw)
-        except (ValueError, ValidationError):
-            raise BadRequest("The webhook body is not a Polar event envelope.") from None
+        except ValueError as exc:  # ValidationError is a ValueError
+            why = "not a Polar event envelope" if isinstance(exc, ValidationError) else str(exc)
+            return self._reject(session, webhook_id, why, now=now)
         fresh = _claim(
             session,
             {
@@ -160,6 +165,28 @@ class WebhookService:
         else:
             log.info("Polar webhook %s (%s): %s", webhook_id, envelope.type, outcome.status)
         return WebhookResult(outcome.status, outcome.detail)
+
+    def _reject(
+        self, session: Session, webhook_id: str, why: str, *, now: datetime
+    ) -> WebhookResult:
+        """Record a signed body that cannot be read (the caller commits, then answers 400),
+        so support sees it; the body itself may be unstorable, so only the reason is kept."""
+        detail = f"The webhook body cannot be read: {why}."
+        _claim(
+            session,
+            {
+                "id": webhook_id,
+                "event_type": "",
+                "received_at": now,
+                "processed_at": now,
+                "status": "rejected",
+                "error": detail,
+                "payload": {},
+            },
+        )
+        polar_webhooks_total.labels(status="rejected").inc()
+        log.error("Polar webhook %s rejected: %s", webhook_id, why)
+        return WebhookResult("rejected", detail)
 
     def _dispatch(
         self, session: Session, envelope: Envelope, *, catalog: Catalog, now: datetime

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from orzbob.api.deps import PrincipalDep, RuntimeDep, StaffDep
 from orzbob.testclock import service
@@ -21,7 +21,8 @@ class ClockOut(BaseModel):
 class AdvanceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seconds: int = Field(gt=0, le=MAX_ADVANCE_SECONDS)
+    # Strict: "60" and true are not a number of seconds.
+    seconds: StrictInt = Field(gt=0, le=MAX_ADVANCE_SECONDS)
 
 
 class AdvanceOut(BaseModel):
