@@ -18,8 +18,8 @@ from orzbob.alerts.local_sink import SinkServer
 from orzbob.cli.dev import local_mail_for_dev
 from orzbob.cli.main import app as orz
 from orzbob.config import Settings
-from orzbob.polar.local_server import run_in_thread
 from orzbob.runtime import Runtime
+from polar_local import run_in_thread
 from tests.alerts.support import PERIOD_START, alerts, mails, send
 from tests.conftest import OrgHandle
 from tests.quota.usage import Meter

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from orzbob.polar.local_server import run_in_thread
 from orzbob.runtime import Runtime
+from polar_local import run_in_thread
 from tests.conftest import OrgHandle, advance
 
 

@@ -18,16 +18,16 @@ from orzbob.instances.service import instance_service
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.models import UsageSegment
 from orzbob.polar.client import PolarGateway
-from orzbob.polar.local_server import create_app, run_in_thread
 from orzbob.quota.allocation import UsageDraft, allocate
 from orzbob.runtime import Runtime
+from polar_local import create_app, run_in_thread
 
 TOKEN = "polar_oat_" + "t" * 40
 
 
 @contextmanager
 def local_polar(tmp_path: Path, **kwargs: Any) -> Iterator[str]:
-    app = create_app(str(tmp_path / "polar.db"), **kwargs)
+    app = create_app(str(tmp_path / "polar.db"), control_api=True, **kwargs)
     with run_in_thread(app) as url:
         yield url
 

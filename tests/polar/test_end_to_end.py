@@ -14,12 +14,11 @@ from polar.v2026_10 import Polar
 
 from orzbob.api.app import create_app
 from orzbob.jobs import register_jobs
-from orzbob.polar.local_server import create_app as create_polar_app
-from orzbob.polar.local_server import run_in_thread
 from orzbob.runtime import Runtime
+from polar_local import create_app as create_polar_app
+from polar_local import run_in_thread
 from tests.conftest import T0, OrgHandle, advance
 from tests.metering.polar_support import TOKEN
-from tests.polar.local_server.polar_local_support import wait_for
 from tests.polar.support import (
     SECRET,
     envelope,
@@ -29,6 +28,7 @@ from tests.polar.support import (
     sync_catalog,
     use_billing,
 )
+from tests.polar_local.polar_local_support import wait_for
 
 DAY = 86400
 
@@ -42,6 +42,7 @@ def service_and_polar(runtime: Runtime, tmp_path: Path) -> Iterator[tuple[str, s
             accept_future_timestamps=True,
             webhook_url=f"{service}/v1/webhooks/polar",
             webhook_secret=SECRET,
+            control_api=True,
         )
         with run_in_thread(polar_app) as polar:
             use_billing(runtime, polar)

@@ -35,7 +35,7 @@ def local_polar_for_dev(
     """Start the local Polar server (webhooks to this service), and yield the dev settings
     plus a hook that syncs the catalog to it once the database is ready. The server stops
     when the block exits (when the service stops)."""
-    from orzbob.polar.local_server import ServerThread, create_app
+    from polar_local import ServerThread, create_app
 
     if settings.env == "production":
         fail("`orz dev` is for development; use `orz server` with real credentials")
@@ -49,6 +49,7 @@ def local_polar_for_dev(
         accept_future_timestamps=settings.test_clock,
         webhook_url=f"{service}/v1/webhooks/polar",
         webhook_secret=webhook_secret,
+        control_api=True,  # development: `/_control/stats` and friends are for the developer
     )
     try:
         polar = ServerThread(app, host="127.0.0.1", port=polar_port)
@@ -116,7 +117,7 @@ def local_mail_for_dev(
     """Start the local mail sink (SMTP, kept in ./var/mail, shown on a web page) and yield
     settings that send alert e-mail to it. Development only: `orz server` never starts it."""
     from orzbob.alerts.local_sink import SinkHandler, SinkServer, viewer_app
-    from orzbob.polar.local_server import ServerThread
+    from polar_local import ServerThread
 
     if settings.env == "production":
         fail("`orz dev` is for development; use `orz server` with a real SMTP server")

@@ -189,7 +189,7 @@ def serve_local(
     ] = None,
 ) -> None:
     """Run the bundled local Polar-compatible server (development, demos, tests)."""
-    from orzbob.polar.local_server import serve
+    from polar_local import serve
 
     db.parent.mkdir(parents=True, exist_ok=True)
     serve(
@@ -199,6 +199,7 @@ def serve_local(
         accept_future_timestamps=accept_future_timestamps,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
+        control_api=True,  # a development command: its control API is the point
     )
 
 

@@ -46,6 +46,19 @@ class Unauthorized(ApiError):
         )
 
 
+class ControlDisabled(ApiError):
+    """`/_control` resets data and injects faults without authentication, so a server that was
+    not started for development or tests refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            403,
+            "ControlDisabled",
+            "The control API is only available on a server started for development or tests "
+            "(create_app(..., control_api=True)).",
+        )
+
+
 class InvalidToken(ApiError):
     def __init__(self) -> None:
         super().__init__(
