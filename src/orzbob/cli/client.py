@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import httpx
 
-from orzbob.cli.common import fail
+from orzbob.cli.output import fail
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 
