@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-SECTIONS = ["metering", "billing", "polar", "throttle"]
+SECTIONS = ["metering", "billing", "polar", "throttle", "cli"]
 
 
 def main() -> None:
