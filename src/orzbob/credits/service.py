@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org, Role
 from orzbob.accounts.service import Principal, account_service
-from orzbob.credits.audit import audit_service
+from orzbob.audit.service import audit_service
 from orzbob.credits.models import CreditGrant, PolarState
 from orzbob.kit.errors import Conflict, Forbidden, NotFound
 from orzbob.kit.money import format_usd, from_cents, to_cents

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import Principal, account_service
+from orzbob.audit.service import audit_service
 from orzbob.catalog.models import Catalog, Plan
-from orzbob.credits.audit import audit_service
 from orzbob.kit.errors import Unprocessable
 from orzbob.kit.money import ZERO, format_usd, from_cents, minutes_cost, to_cents
 from orzbob.quota.allocation import org_period
