@@ -70,6 +70,7 @@ class Settings(BaseSettings):
 
     test_clock: bool = Field(False, validation_alias="ORZBOB_TEST_CLOCK")
     run_jobs: bool = Field(True, validation_alias="ORZBOB_RUN_JOBS")
+    access_log: bool = Field(False, validation_alias="ORZBOB_ACCESS_LOG")
     # A name for this process that survives its restarts (a pod or unit name), unique among
     # live processes: at start the flusher takes back the claims its previous run left.
     worker_id: str | None = Field(

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from orzbob.accounts import service as accounts
 from orzbob.alerts.evaluator import alert_evaluator
+from orzbob.instances import bulk
 from orzbob.instances import service as instances
 from orzbob.instances.sweeps import sweep_service
 from orzbob.metering import service as metering
@@ -30,6 +31,7 @@ def install_hooks() -> None:
     _register(metering.limiters, throttle_service.limits)
     _register(instances.run_checks, throttle_service.check_can_run)
     _register(instances.cap_checks, throttle_service.cap_check)
+    _register(bulk.bulk_cap_checks, throttle_service.bulk_cap_check)
     # Alerts: thresholds evaluated in the transaction that writes usage; spend thresholds
     # re-armed (or raised) in the one that changes the limit.
     _register(allocation.usage_recorded_hooks, alert_evaluator.on_usage_recorded)

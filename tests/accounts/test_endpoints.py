@@ -138,3 +138,28 @@ def test_ops_endpoints(client: TestClient) -> None:
     assert "orzbob_usage_meter_queue" in client.get("/metrics").text
     r = client.get("/no/such/path")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_creating_an_org_returns_its_first_admin_token_once(
+    client: TestClient, staff_headers: Callable[[str], dict[str, str]]
+) -> None:
+    eng = staff_headers("engineering")
+    r = client.post(
+        "/v1/admin/orgs", headers=eng, json={"name": "Initech", "billing_emails": ["a@b.test"]}
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    admin = {"Authorization": f"Bearer {body['token']}"}
+    me = client.get("/v1/orgs/me", headers=admin).json()
+    assert (me["id"], me["name"], me["plan"]) == (body["id"], "Initech", "free-tier")
+    # Only admins may issue tokens: the first token is an admin's.
+    r = client.post("/v1/orgs/me/tokens", headers=admin, json={"role": "member", "name": "ci"})
+    assert r.status_code == 201
+    again = client.get(f"/v1/admin/orgs/{body['id']}", headers=eng).json()
+    assert "token" not in again
+    r = client.post(
+        "/v1/admin/orgs",
+        headers=staff_headers("support_l2"),
+        json={"name": "X", "billing_emails": ["a@b.test"]},
+    )
+    assert r.status_code == 403

@@ -9,6 +9,7 @@ from orzbob.accounts.models import Org, Role
 from orzbob.accounts.schemas import (
     ContactsIn,
     OrgCreate,
+    OrgCreatedOut,
     OrgOut,
     OrgUpdate,
     PlanChange,
@@ -88,10 +89,12 @@ def list_orgs(
     return [org_out(o) for o in account_service.list_orgs(session, limit=limit, offset=offset)]
 
 
-@router.post("/v1/admin/orgs", response_model=OrgOut, status_code=201, tags=["admin"])
+@router.post("/v1/admin/orgs", response_model=OrgCreatedOut, status_code=201, tags=["admin"])
 def create_org(
     body: OrgCreate, _: EngineeringDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
-) -> OrgOut:
+) -> OrgCreatedOut:
+    """Create an org (engineering) and its first admin token, returned this once only, as
+    `orz admin org create` does."""
     org = account_service.create_org(
         session,
         name=body.name,
@@ -100,7 +103,10 @@ def create_org(
         catalog=runtime.catalog,
         now=now,
     )
-    return org_out(org)
+    token, raw = account_service.create_token(
+        session, org_id=org.id, role=Role.ADMIN.value, name="first admin", now=now
+    )
+    return OrgCreatedOut(**org_out(org).model_dump(), token=raw, token_id=token.id)
 
 
 @router.get("/v1/admin/orgs/{org_id}", response_model=OrgOut, tags=["admin"])

@@ -16,10 +16,13 @@ class Role(StrEnum):
     SUPPORT_L1 = "support_l1"
     SUPPORT_L2 = "support_l2"
     ENGINEERING = "engineering"
+    # The control plane that gathers instance agents' heartbeats: may beat for any org's
+    # instances (POST /v1/heartbeats) and nothing else.
+    FLEET = "fleet"
 
 
 ORG_ROLES = (Role.MEMBER, Role.ADMIN)
-STAFF_ROLES = (Role.SUPPORT_L1, Role.SUPPORT_L2, Role.ENGINEERING)
+STAFF_ROLES = (Role.SUPPORT_L1, Role.SUPPORT_L2, Role.ENGINEERING, Role.FLEET)
 
 
 class Org(Base):

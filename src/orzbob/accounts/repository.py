@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,9 +32,18 @@ class AccountRepository:
         )
         return session.scalars(stmt).all()
 
-    def token_by_hash(self, session: Session, token_hash: str) -> ApiToken | None:
-        return session.scalars(
-            select(ApiToken).where(ApiToken.token_hash == token_hash)
+    def token_with_org(self, session: Session, token_hash: str) -> Any:
+        """The token and whether its org is deleted, in one query."""
+        return session.execute(
+            select(
+                ApiToken.id,
+                ApiToken.role,
+                ApiToken.org_id,
+                ApiToken.revoked_at,
+                Org.deleted_at.is_not(None).label("org_deleted"),
+            )
+            .outerjoin(Org, Org.id == ApiToken.org_id)
+            .where(ApiToken.token_hash == token_hash)
         ).one_or_none()
 
 

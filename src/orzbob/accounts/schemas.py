@@ -73,6 +73,11 @@ class OrgOut(BaseModel):
     created_at: datetime
 
 
+class OrgCreatedOut(OrgOut):
+    token: str = Field(description="The org's first admin API token. Shown this once only.")
+    token_id: uuid.UUID
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

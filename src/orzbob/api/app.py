@@ -20,6 +20,7 @@ from orzbob.billing.endpoints import router as billing_router
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
 from orzbob.hooks import install_hooks
+from orzbob.instances.endpoints import beats_router
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
@@ -78,6 +79,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         health_router,
         accounts_router,
         instances_router,
+        beats_router,
         metering_router,
         billing_router,
         credits_router,

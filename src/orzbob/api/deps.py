@@ -51,16 +51,24 @@ async def get_now(runtime: RuntimeDep) -> datetime:
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-def get_principal(
+def _authenticate(runtime: Runtime, raw: str) -> Principal:
+    # Its own short read-only transaction: authentication must not hold the request's
+    # transaction open (on SQLite a writing transaction holds the one write lock).
+    with session_scope(runtime.read_sessions) as session:
+        return account_service.authenticate(session, raw)
+
+
+async def get_principal(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send your API token as 'Authorization: Bearer <token>'.")
-    # Its own short read-only transaction: authentication must not hold the request's
-    # transaction open (on SQLite a writing transaction holds the one write lock).
-    with session_scope(runtime.read_sessions) as session:
-        return account_service.authenticate(session, credentials.credentials)
+    # A token seen in the last 30 s needs no query and no thread hop.
+    cached = account_service.cached_principal(credentials.credentials)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(_authenticate, runtime, credentials.credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -192,7 +192,9 @@ def token_create(
 
 @staff_app.command("create")
 def staff_token_create(
-    role: Annotated[str, typer.Option("--role", help="support_l1, support_l2 or engineering.")],
+    role: Annotated[
+        str, typer.Option("--role", help="support_l1, support_l2, engineering or fleet.")
+    ],
     name: Annotated[str, typer.Option("--name")] = "staff token",
     json_out: JsonOpt = False,
 ) -> None:

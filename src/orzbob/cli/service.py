@@ -105,6 +105,9 @@ def _serve(
         port=port or settings.port,
         log_level="info",
         proxy_headers=True,
+        # One log line per request costs more than a small request itself; the request id
+        # header and the metrics say what an access log would (ORZBOB_ACCESS_LOG=true).
+        access_log=settings.access_log,
     )
 
 

@@ -7,11 +7,22 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
+from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal
-from orzbob.api.deps import NowDep, OrgPrincipalDep, RuntimeDep, SessionDep
+from orzbob.api.deps import NowDep, OrgPrincipalDep, PrincipalDep, RuntimeDep, SessionDep
+from orzbob.instances.bulk import BeatIn, bulk_beats
 from orzbob.instances.models import Instance, State
-from orzbob.instances.schemas import Heartbeat, HeartbeatOut, InstanceCreate, InstanceOut
+from orzbob.instances.schemas import (
+    BulkHeartbeats,
+    BulkHeartbeatsOut,
+    Heartbeat,
+    HeartbeatOut,
+    InstanceCreate,
+    InstanceOut,
+    PausedOut,
+)
 from orzbob.instances.service import instance_service
+from orzbob.kit.errors import Forbidden
 from orzbob.runtime import Runtime
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"])
@@ -133,3 +144,35 @@ def heartbeat(
             f"{beat.cap_reached_at:%Y-%m-%d %H:%M:%S} UTC. Usage stopped at that moment."
         )
     return out
+
+
+beats_router = APIRouter(prefix="/v1", tags=["instances"])
+
+
+@beats_router.post("/heartbeats", response_model=BulkHeartbeatsOut)
+def bulk_heartbeats(
+    body: BulkHeartbeats, principal: PrincipalDep, runtime: RuntimeDep, now: NowDep
+) -> BulkHeartbeatsOut:
+    """Up to 1,000 heartbeats at once, from a control plane that gathers its agents' beats.
+    An org token beats for its own instances (another org's ids count as unknown); a staff
+    token with role `fleet` for any org's. Beats for stopped instances are listed so their
+    agents can shut down; instances the beats found at a cap are paused and listed."""
+    if principal.org_id is None and principal.role != Role.FLEET:
+        raise Forbidden("Bulk heartbeats need an organization token or a fleet token.")
+    result = bulk_beats.apply(
+        runtime.session,
+        [BeatIn(b.instance_id, b.active, b.source) for b in body.beats],
+        org_id=principal.org_id,
+        catalog=runtime.catalog,
+        now=now,
+        timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
+    )
+    return BulkHeartbeatsOut(
+        accepted=result.accepted,
+        unknown=len(result.unknown_ids),
+        stopped=len(result.stopped_ids),
+        duplicates=result.duplicates,
+        unknown_ids=result.unknown_ids,
+        stopped_ids=result.stopped_ids,
+        paused=[PausedOut(instance_id=i, reason=r) for i, r in result.paused.items()],
+    )

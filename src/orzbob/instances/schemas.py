@@ -29,6 +29,41 @@ class Heartbeat(BaseModel):
     )
 
 
+MAX_BEATS = 1000
+
+
+class BeatIn(Heartbeat):
+    instance_id: uuid.UUID
+
+
+class BulkHeartbeats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    beats: list[BeatIn] = Field(
+        min_length=1,
+        max_length=MAX_BEATS,
+        description=f"Up to {MAX_BEATS} beats; several for one instance count as one (active "
+        "if any was).",
+    )
+
+
+class PausedOut(BaseModel):
+    instance_id: uuid.UUID
+    reason: str
+
+
+class BulkHeartbeatsOut(BaseModel):
+    accepted: int = Field(description="Beats applied to live (running, paused) instances.")
+    unknown: int = Field(description="Beats for ids that are not instances the caller may beat.")
+    stopped: int = Field(description="Beats for stopped instances: their agents should shut down.")
+    duplicates: int = Field(description="Extra beats for an instance already in this request.")
+    unknown_ids: list[uuid.UUID]
+    stopped_ids: list[uuid.UUID]
+    paused: list[PausedOut] = Field(
+        description="Instances these beats found at a cap and paused (reason = the cap)."
+    )
+
+
 class InstanceOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -109,7 +109,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "commit", _release)
         event.listen(engine, "rollback", _release)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # No pre-ping (a round trip before every checkout): connections are recycled before
+    # servers or proxies drop idle ones, and a connection that died anyway fails its
+    # transaction, which rolls back and is retried by its caller or the next job run.
+    return create_engine(url, echo=echo, pool_recycle=300, pool_size=10, max_overflow=10)
 
 
 def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:

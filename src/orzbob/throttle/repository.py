@@ -82,14 +82,20 @@ class ThrottleRepository:
         return [(i, segments[i.id]) for i in instances if i.id in segments]
 
     def sweep_candidates(
-        self, session: Session, *, catalog: Catalog, now: datetime, margin_minutes: int
+        self,
+        session: Session,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        margin_minutes: int,
+        org_ids: Sequence[uuid.UUID] | None = None,
     ) -> list[uuid.UUID]:
         """Orgs with a running instance that a cap may stop now, in one set-based query.
 
         Per-instance caps compare the org's stalest activity and oldest run with each plan's
         limits; org caps compare the rollups, plus what `margin_minutes` of every running
         instance could add, with the budgets. The exact moment is computed per org after."""
-        running = (
+        grouped = (
             select(
                 Instance.org_id.label("org_id"),
                 func.count().label("n"),
@@ -98,8 +104,10 @@ class ThrottleRepository:
             )
             .where(Instance.state == State.RUNNING.value)
             .group_by(Instance.org_id)
-            .subquery()
         )
+        if org_ids is not None:
+            grouped = grouped.where(Instance.org_id.in_(sorted(org_ids)))
+        running = grouped.subquery()
         used = func.coalesce(QuotaPeriod.used_small_minutes, 0)
         today = func.coalesce(DailyUsage.minutes, 0)
         per_plan = []
