@@ -1,4 +1,4 @@
-"""Error bodies shaped like Polar's (polar-api.md §9), and the handlers that render them."""
+"""Error bodies shaped like Polar's, and the handlers that render them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Segments and usage records: run time turned into whole minutes, exactly once (SPEC §3)."""
+"""Segments and usage records: run time turned into whole minutes, exactly once
+(docs/spec.md §3)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from orzbob.quota.periods import boundaries_between
 
 _MICROSECOND = timedelta(microseconds=1)
 
-# Caps cut usage (SPEC §6): the throttle domain registers limiters that say, for the open
+# Caps cut usage (docs/spec.md §6): the throttle domain registers limiters that say, for the open
 # segments of the given orgs, the latest instant each may be counted to. `closing` maps a
 # segment being closed to the moment it closes (a user's pause counts up to then, not up to
 # the last heartbeat). Segments a limiter does not name are not limited by it.

@@ -1,4 +1,4 @@
-"""An org's quota and bill for the current period, read from rollups only (SPEC §1, §4).
+"""An org's quota and bill for the current period, read from rollups only (docs/spec.md §1, §4).
 
 Nothing here scans usage records: the period row, the tier rollups and today's daily row are
 maintained in the transaction that writes each record, so a status read is a handful of

@@ -1,4 +1,4 @@
-"""The test clock: stands still, and moves only when staff advance it (SPEC §10)."""
+"""The test clock: stands still, and moves only when staff advance it (docs/spec.md §10)."""
 
 from __future__ import annotations
 
