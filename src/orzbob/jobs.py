@@ -23,8 +23,9 @@ from orzbob.alerts.tasks import evaluate_alerts, send_alerts
 from orzbob.credits.tasks import ship_credits_to_polar
 from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
-from orzbob.kit.db import advisory_lock
+from orzbob.kit.db import advisory_lock, session_scope
 from orzbob.metering.flusher import Flusher
+from orzbob.metering.service import metering_service
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
 from orzbob.polar.client import PolarGateway
 from orzbob.polar.tasks import apply_scheduled_plan_changes, create_missing_customers
@@ -114,8 +115,5 @@ def final_flush(flusher: Flusher) -> None:
 
 
 def flusher_pending(flusher: Flusher) -> int:
-    from orzbob.kit.db import session_scope
-    from orzbob.metering.service import metering_service
-
     with session_scope(flusher.sessions) as session:
         return metering_service.pending_count(session)
