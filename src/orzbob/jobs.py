@@ -56,7 +56,7 @@ def register_jobs(runtime: Runtime) -> None:
     runtime.every("alerts.send", s.alerts_send_interval_seconds, send_alerts)
     if s.billing_enabled:
         flusher = build_flusher(runtime)
-        runtime.extras["flusher"] = flusher
+        runtime.flusher = flusher
         runtime.every("metering.flush", s.flush_interval_seconds, flush_usage)
         if not s.test_clock:
             runtime.every("metering.flush_full_batches", 1, flush_full_batches)
@@ -69,9 +69,7 @@ def register_jobs(runtime: Runtime) -> None:
         runtime.every(
             "credits.polar", s.sweep_interval_seconds, alone("credits.polar", ship_credits_to_polar)
         )
-        hooks = runtime.extras.setdefault("shutdown_hooks", [])
-        assert isinstance(hooks, list)
-        hooks.append(lambda: final_flush(flusher))
+        runtime.shutdown_hooks.append(lambda: final_flush(flusher))
     else:
         log.warning("BILLING_ENABLED=false: usage records stay local (pending), nothing is sent")
 

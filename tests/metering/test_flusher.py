@@ -199,7 +199,7 @@ def test_billing_disabled_keeps_usage_local(runtime: Runtime, enabled: bool) -> 
 
     make_records(runtime, 5)
     register_jobs(runtime)
-    assert "flusher" not in runtime.extras
+    assert runtime.flusher is None
     assert all(j.name != "metering.flush" for j in runtime.scheduler.jobs)
     assert states(runtime) == {"pending": 5}
 
