@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -235,6 +236,8 @@ def test_dead_records_can_be_requeued_after_the_fix(
         flusher = flusher_for(runtime, billing_settings(runtime.settings, url))
         assert flusher.flush().dead == 1
         env = {**os.environ, "DATABASE_URL": db_url}
+        counts = json.loads(run_orz(["metering", "status", "--json"], env=env).stdout)
+        assert counts["dead"] == 1 and counts["pending"] == 0 and counts["sent"] > 0
         listed = run_orz(["metering", "dead", "--json"], env=env)
         assert str(bad_id) in listed.stdout and "past" in listed.stdout.lower()
         with runtime.session() as s:  # the cause is fixed (here: the timestamp)

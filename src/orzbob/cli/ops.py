@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import func, select, update
 
 from orzbob.cli.common import (
     cli_errors,
@@ -25,7 +24,7 @@ from orzbob.cli.common import (
     safe,
     settings_or_exit,
 )
-from orzbob.metering.models import RecordState, UsageRecord
+from orzbob.metering.service import metering_service
 from orzbob.runtime import Runtime
 
 metering_app = typer.Typer(
@@ -42,10 +41,7 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     def work(rt: Runtime) -> dict[str, int]:
         with rt.session() as s:
-            rows = s.execute(
-                select(UsageRecord.state, func.count()).group_by(UsageRecord.state)
-            ).all()
-        return {"pending": 0, "sent": 0, "dead": 0, **{state: n for state, n in rows}}
+            return metering_service.queue_counts(s)
 
     counts = run_db(work)
     if json_out:
@@ -64,12 +60,7 @@ def dead(
 
     def work(rt: Runtime) -> list[dict[str, str]]:
         with rt.session() as s:
-            rows = s.scalars(
-                select(UsageRecord)
-                .where(UsageRecord.state == RecordState.DEAD.value)
-                .order_by(UsageRecord.id)
-                .limit(limit)
-            ).all()
+            rows = metering_service.dead_records(s, limit=limit)
             return [
                 {
                     "id": str(r.id),
@@ -110,15 +101,7 @@ def requeue(
 
     def work(rt: Runtime) -> int:
         with rt.session() as s:
-            stmt = update(UsageRecord).where(UsageRecord.state == RecordState.DEAD.value)
-            if ids:
-                stmt = stmt.where(UsageRecord.id.in_(ids))
-            result = s.execute(
-                stmt.values(
-                    state=RecordState.PENDING.value, claimed_by=None, claim_expires_at=None
-                ).execution_options(synchronize_session=False)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return metering_service.requeue_dead(s, ids=ids)
 
     n = run_db(work)
     console.print(f"{n} record(s) back in the queue; the next flush sends them.")

@@ -9,14 +9,15 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance
 from orzbob.kit.errors import Conflict
-from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
+from orzbob.metering.models import UsageRecord, UsageSegment
+from orzbob.metering.repository import usage_records
 from orzbob.quota.allocation import UsageDraft, allocate, allocate_many
 from orzbob.quota.periods import boundaries_between
 
@@ -235,15 +236,21 @@ class MeteringService:
                 segment.counted_until = point
         return drafts
 
+    # -- the flusher's queue, for operations (`orz metering …`) ----------------------------
     def pending_count(self, session: Session) -> int:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(UsageRecord)
-                .where(UsageRecord.state == RecordState.PENDING.value)
-            )
-            or 0
-        )
+        return usage_records.pending_count(session)
+
+    def queue_counts(self, session: Session) -> dict[str, int]:
+        """Usage records by state, every state present."""
+        return {"pending": 0, "sent": 0, "dead": 0, **usage_records.count_by_state(session)}
+
+    def dead_records(self, session: Session, *, limit: int) -> Sequence[UsageRecord]:
+        return usage_records.dead(session, limit=limit)
+
+    def requeue_dead(self, session: Session, *, ids: Sequence[uuid.UUID] = ()) -> int:
+        """Send dead-lettered records again (those of `ids`, or all): Polar drops any it already
+        has by external_id, so a resend never bills twice."""
+        return usage_records.requeue_dead(session, ids)
 
 
 metering_service = MeteringService()
