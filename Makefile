@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench fmt lint install clean browser web-test
+.PHONY: run test bench fmt lint install clean browser web-test wrk
 CHROMIUM ?= /usr/bin/chromium
 
 $(BIN)/python:
@@ -36,7 +36,12 @@ test: install browser web-test
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+# wrk (Debian's package) generates the HTTP load; figures are ratios to a same-run baseline.
+wrk:
+	@command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; }
+
+bench: install wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fmt: install

@@ -6,9 +6,16 @@ each section (`--soak-seconds 60`).
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
-SECTIONS = ["metering", "billing", "polar", "throttle", "cli"]
+from bench.common import RESULTS, print_table
+
+SECTIONS = ["http", "metering", "billing", "polar", "throttle", "cli"]
 
 
 def main() -> None:
@@ -18,6 +25,21 @@ def main() -> None:
     for name in chosen:
         module = __import__(f"bench.{name}", fromlist=["main"])
         module.main(flags)
+    print_table()
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(
+        json.dumps(
+            {
+                "at": datetime.now(UTC).isoformat(),
+                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                "args": args,
+                "figures": RESULTS,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwritten to {out / 'latest.json'}")
 
 
 if __name__ == "__main__":

@@ -79,3 +79,56 @@ class Timer:
 
 def row(label: str, value: str) -> None:
     print(f"  {label:<58} {value}")
+
+
+# -- the one table every section feeds -------------------------------------------------------
+RESULTS: list[dict[str, object]] = []
+
+
+def record(
+    figure: str,
+    value: float,
+    unit: str,
+    *,
+    baseline: tuple[str, float] | None = None,
+    target: float | None = None,
+    minimum: float | None = None,
+    limit: float | None = None,
+    note: str = "",
+) -> None:
+    """One figure for the closing table: a ratio `target` against a same-run `baseline`,
+    or an absolute `minimum` (at least) or `limit` (at most)."""
+    ratio = value / baseline[1] if baseline and baseline[1] else None
+    if target is not None and ratio is not None:
+        goal, met = f"≥ {target:.0%} of {baseline[0] if baseline else ''}", ratio >= target
+    elif minimum is not None:
+        goal, met = f"≥ {minimum:,.0f} {unit}", value >= minimum
+    elif limit is not None:
+        goal, met = f"≤ {limit:,.2f} {unit}", value <= limit
+    else:
+        goal, met = "", None
+    RESULTS.append(
+        {
+            "figure": figure,
+            "value": round(value, 3),
+            "unit": unit,
+            "baseline": None if baseline is None else {"name": baseline[0], "value": baseline[1]},
+            "ratio": None if ratio is None else round(ratio, 3),
+            "target": goal,
+            "met": met,
+            "note": note,
+        }
+    )
+    row(figure, f"{value:,.2f} {unit}" + (f" ({note})" if note else ""))
+
+
+def print_table() -> None:
+    if not RESULTS:
+        return
+    print("\n== summary")
+    print(f"  {'figure':<56} {'value':>20} {'ratio':>6}  {'target':<30} met")
+    for r in RESULTS:
+        value = f"{r['value']:,.2f} {r['unit']}"
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        met = {True: "yes", False: "NO", None: ""}[r["met"]]  # type: ignore[index]
+        print(f"  {r['figure']!s:<56} {value:>20} {ratio:>6}  {r['target']!s:<30} {met}")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
-from bench.common import Timer, make_runtime, postgres_available, row, scratch_database
+from bench.common import Timer, make_runtime, postgres_available, record, row, scratch_database
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
 from orzbob.instances.models import Instance
@@ -116,6 +116,13 @@ def bench_records(kind: str, orgs: int, per_org: int, passes: int) -> None:
     )
     row(f"{kind}: raw driver executemany, same rows", f"{raw_rate:>10,.0f} records/s")
     row(f"{kind}: service / raw", f"{service_rate / raw_rate:>10.2f}")
+    record(
+        f"checkpoint, service path ({kind})",
+        service_rate,
+        "records/s",
+        baseline=("raw executemany", raw_rate),
+        target=0.5,
+    )
 
 
 def _free_port() -> int:
@@ -191,7 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--passes", type=int, default=40)
     p.add_argument("--heartbeat-seconds", type=float, default=5.0)
     p.add_argument("--heartbeat-clients", type=int, default=4)
+    p.add_argument("--quick", action="store_true")
     a, _ = p.parse_known_args(argv)
+    if a.quick:
+        a.passes, a.heartbeat_seconds = 10, 2.0
     print("metering: usage records written")
     bench_records("sqlite", a.orgs, a.instances_per_org, a.passes)
     if postgres_available():

@@ -32,7 +32,9 @@ class BillingService:
                 instance_name=u.instance_name,
                 detail=u.detail,
             )
-            for u in throttle_service.upcoming(session, org, catalog=catalog, now=now)
+            for u in throttle_service.upcoming(
+                session, org, catalog=catalog, now=now, status=status
+            )
         ]
         return BillingOut.from_status(
             status,

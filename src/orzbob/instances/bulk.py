@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from orzbob.catalog.models import Catalog
@@ -134,21 +134,25 @@ class BulkBeats:
             .order_by(Instance.id)
             .with_for_update(key_share=True)
         ).all()
-        session.execute(
-            update(Instance)
-            .where(Instance.id.in_(ids), alive, Instance.last_seen_at < now)
-            .values(last_seen_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        by_source: dict[str | None, list[uuid.UUID]] = defaultdict(list)
+        # One statement per kind of beat (passive, or active from one source): each row is
+        # written once. Times only move forward.
+        groups: dict[tuple[bool, str | None], list[uuid.UUID]] = defaultdict(list)
         for b in beats:
-            if b.active:
-                by_source[b.source].append(b.instance_id)
-        for source, group in by_source.items():
+            groups[(b.active, b.source if b.active else None)].append(b.instance_id)
+        seen = case((Instance.last_seen_at < now, now), else_=Instance.last_seen_at)
+        for (active, source), group in groups.items():
+            values: dict[str, object] = {"last_seen_at": seen}
+            if active:
+                values["last_active_at"] = case(
+                    (Instance.last_active_at <= now, now), else_=Instance.last_active_at
+                )
+                values["last_active_source"] = case(
+                    (Instance.last_active_at <= now, source), else_=Instance.last_active_source
+                )
             session.execute(
                 update(Instance)
-                .where(Instance.id.in_(sorted(group)), alive, Instance.last_active_at <= now)
-                .values(last_active_at=now, last_active_source=source)
+                .where(Instance.id.in_(sorted(group)), alive)
+                .values(values)
                 .execution_options(synchronize_session=False)
             )
         return len(locked)

@@ -143,6 +143,34 @@ class ThrottleRepository:
         )
         return list(dict.fromkeys(session.scalars(stmt)))
 
+    def org_snapshot(
+        self, session: Session, org_id: uuid.UUID, now: datetime
+    ) -> tuple[int, int, int]:
+        """(running instances, allowance used this period, instance-minutes today) in one
+        small statement: the heartbeat's prefilter."""
+        running = (
+            select(func.count())
+            .where(Instance.org_id == org_id, Instance.state == State.RUNNING.value)
+            .scalar_subquery()
+        )
+        used = (
+            select(QuotaPeriod.used_small_minutes)
+            .where(
+                QuotaPeriod.org_id == org_id,
+                QuotaPeriod.period_start <= now,
+                QuotaPeriod.period_end > now,
+            )
+            .limit(1)
+            .scalar_subquery()
+        )
+        today = (
+            select(DailyUsage.minutes)
+            .where(DailyUsage.org_id == org_id, DailyUsage.day == now.date())
+            .scalar_subquery()
+        )
+        n, u, t = session.execute(select(running, used, today)).one()
+        return int(n or 0), int(u or 0), int(t or 0)
+
     def has_running(self, session: Session) -> bool:
         return (
             session.scalar(

@@ -42,7 +42,7 @@ from orzbob.throttle.repository import throttle_repository
 UPCOMING_WINDOW = timedelta(hours=1)
 # Usage a beaten org may have run since its last checkpoint, for the bulk path's prefilter
 # (a larger gap only delays the pause to the next sweep; the cut stays exact).
-BULK_MARGIN_MINUTES = 5
+BULK_MARGIN_MINUTES = 5  # also the heartbeat's prefilter
 log = logging.getLogger(__name__)
 IDLE_WARNING_AFTER = timedelta(minutes=5)
 
@@ -126,7 +126,10 @@ class ThrottleService:
         now: datetime,
         hi: datetime,
         lock: bool,
+        statuses: Mapping[uuid.UUID, QuotaStatus] | None = None,
     ) -> dict[uuid.UUID, OrgBudget]:
+        """What is left of each org's budgets; with `lock`, read from its locked period row.
+        A caller that already holds an org's status passes it in `statuses`."""
         periods = {o.id: org_period(o, now) for o in orgs}
         rows = lock_periods(session, {(o.id, periods[o.id]) for o in orgs}) if lock else {}
         lo = min((r.counted_until for rs in runs.values() for r in rs), default=now)
@@ -139,8 +142,8 @@ class ThrottleService:
             budget = OrgBudget(
                 daily_cap_minutes=plan.daily_cap_instance_hours * 60, day_used=days[org.id]
             )
-            status: QuotaStatus | None = None
-            if org.spend_limit_cents is not None or not lock:
+            status = (statuses or {}).get(org.id)
+            if status is None and (org.spend_limit_cents is not None or not lock):
                 status = quota_service.status(session, org, catalog=catalog, now=now)
             if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
                 qp = rows.get((org.id, periods[org.id].start))
@@ -285,12 +288,38 @@ class ThrottleService:
     def heartbeat_cut(
         self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
     ) -> Cut | None:
-        """The cap this running, locked instance has reached by `now`, if any."""
+        """The cap this running, locked instance has reached by `now`, if any.
+
+        Its own caps need no query. The org's caps are computed exactly only when the
+        sweep's set-based prefilter says this org may be at one: a heartbeat costs one
+        query, not the whole computation."""
+        plan = catalog.plan(org.plan_id)
+        due = any(at <= now for at, _ in _own_cuts(instance, plan))
+        if not due and not self._org_cap_near(session, org, plan, catalog, now):
+            return None
         seg = metering_service.open_segment_of(session, instance.id)
         if seg is None:
             return None
         cut = self.cuts(session, [org], catalog=catalog, now=now).get(seg.id)
         return cut if cut is not None and cut.at <= now else None
+
+    def _org_cap_near(
+        self, session: Session, org: Org, plan: Plan, catalog: Catalog, now: datetime
+    ) -> bool:
+        """Whether an org cap may be reached now, from the rollups plus what every running
+        instance could have run since its last checkpoint (the sweep's rule, for one org)."""
+        if org.spend_limit_cents is not None:
+            return True
+        n, used, today = throttle_repository.org_snapshot(session, org.id, now)
+        margin = n * BULK_MARGIN_MINUTES
+        if today + margin >= plan.daily_cap_instance_hours * 60:
+            return True
+        heaviest = max(catalog.tier(t).small_hour_weight for t in plan.tiers)
+        return (
+            plan.after_allowance == "hard_stop"
+            and plan.included_small_minutes > 0
+            and used + margin * heaviest >= plan.included_small_minutes
+        )
 
     def cap_check(
         self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
@@ -357,7 +386,13 @@ class ThrottleService:
         )
 
     def upcoming(
-        self, session: Session, org: Org, *, catalog: Catalog, now: datetime
+        self,
+        session: Session,
+        org: Org,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        status: QuotaStatus | None = None,
     ) -> list[Upcoming]:
         """Caps that will be reached within the next hour if everything running keeps
         running at today's rate, soonest first."""
@@ -391,7 +426,14 @@ class ThrottleService:
                     )
                 )
         budget = self._budgets(
-            session, [org], {org.id: runs}, catalog=catalog, now=now, hi=hi, lock=False
+            session,
+            [org],
+            {org.id: runs},
+            catalog=catalog,
+            now=now,
+            hi=hi,
+            lock=False,
+            statuses=None if status is None else {org.id: status},
         )[org.id]
         shared = org_cut(runs, budget, hi=hi)
         if shared is not None and shared.at > now:
