@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 
 from orzbob.runtime import Runtime
-from polar_local import run_in_thread
 from tests.conftest import OrgHandle, advance
 from tests.orz_runner import run_orz
+from tests.serving import serve as run_in_thread
 
 
 @pytest.fixture

@@ -20,16 +20,17 @@ from orzbob.metering.models import UsageSegment
 from orzbob.polar.client import PolarGateway
 from orzbob.quota.allocation import UsageDraft, allocate
 from orzbob.runtime import Runtime
-from polar_local import create_app, run_in_thread
+from tests.polar_local.polar_local_support import local_polar as polar_server
 
 TOKEN = "polar_oat_" + "t" * 40
 
 
 @contextmanager
 def local_polar(tmp_path: Path, **kwargs: Any) -> Iterator[str]:
-    app = create_app(str(tmp_path / "polar.db"), control_api=True, **kwargs)
-    with run_in_thread(app) as url:
-        yield url
+    """The local Polar server (the one test helper, tests/polar_local) in `tmp_path`; yields
+    its URL."""
+    with polar_server(tmp_path / "polar.db", **kwargs) as server:
+        yield server.url
 
 
 def billing_settings(settings: Settings, url: str, **extra: Any) -> Settings:
