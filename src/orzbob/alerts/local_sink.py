@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import mailbox
 import socket
 import threading
@@ -127,6 +128,8 @@ class SinkServer:
         self._controller: _BoundController | None = None
 
     def start(self) -> SinkServer:
+        # aiosmtpd logs every SMTP command at INFO: the sink's web page shows what arrived.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
