@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.orz_runner import run_orz
 
 ORZ = Path(sys.executable).with_name("orz")
@@ -60,3 +62,12 @@ def test_every_command_group_is_listed_and_loads() -> None:
         assert sub.returncode == 0, (name, sub.stderr)
     assert "alerts" in run_orz(["support", "--help"]).stdout
     assert "mail" in run_orz(["dev", "--help"]).stdout
+
+
+def test_without_the_local_polar_server_the_dev_commands_say_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "polar_local", None)  # as in a production install
+    result = run_orz(["polar", "serve-local", "--db", str(tmp_path / "p.db")])
+    assert result.returncode == 1
+    assert "not installed here" in result.stderr and "Traceback" not in result.stderr

@@ -24,6 +24,7 @@ from orzbob.cli.common import (
     safe,
     settings_or_exit,
 )
+from orzbob.cli.dev import POLAR_LOCAL_MISSING
 from orzbob.metering.service import metering_service
 from orzbob.runtime import Runtime
 
@@ -172,7 +173,10 @@ def serve_local(
     ] = None,
 ) -> None:
     """Run the bundled local Polar-compatible server (development, demos, tests)."""
-    from polar_local import serve
+    try:
+        from polar_local import serve
+    except ImportError:  # a production install leaves the development server out
+        fail(POLAR_LOCAL_MISSING)
 
     db.parent.mkdir(parents=True, exist_ok=True)
     serve(
