@@ -18,6 +18,7 @@ from orzbob.polar.subscriptions import subscription_service
 from orzbob.quota import allocation, plan_changes
 from orzbob.quota import service as quota
 from orzbob.throttle.service import throttle_service
+from orzbob.throttle.status import throttle_status
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -29,7 +30,7 @@ def _register(hooks: list[F], fn: F) -> None:
 
 def install_hooks() -> None:
     _register(metering.limiters, throttle_service.limits)
-    _register(instances.run_checks, throttle_service.check_can_run)
+    _register(instances.run_checks, throttle_status.check_can_run)
     _register(instances.cap_checks, throttle_service.cap_check)
     _register(bulk.bulk_cap_checks, throttle_service.bulk_cap_check)
     # Alerts: thresholds evaluated in the transaction that writes usage; spend thresholds

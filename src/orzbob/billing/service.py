@@ -14,7 +14,7 @@ from orzbob.alerts.service import alert_service
 from orzbob.catalog.models import Catalog
 from orzbob.quota.schemas import BillingOut, ThrottleOut, UpcomingOut
 from orzbob.quota.service import quota_service
-from orzbob.throttle.service import throttle_service
+from orzbob.throttle.status import throttle_status
 
 
 class BillingService:
@@ -22,7 +22,7 @@ class BillingService:
         status = quota_service.status(session, org, catalog=catalog, now=now)
         throttles = [
             ThrottleOut(cap=t.cap, detail=t.detail, lifts_at=t.lifts_at)
-            for t in throttle_service.active(status, catalog)
+            for t in throttle_status.active(status, catalog)
         ]
         upcoming = [
             UpcomingOut(
@@ -32,9 +32,7 @@ class BillingService:
                 instance_name=u.instance_name,
                 detail=u.detail,
             )
-            for u in throttle_service.upcoming(
-                session, org, catalog=catalog, now=now, status=status
-            )
+            for u in throttle_status.upcoming(session, org, catalog=catalog, now=now, status=status)
         ]
         return BillingOut.from_status(
             status,

@@ -6,11 +6,11 @@ Where each is enforced:
   minute past a cap is ever recorded, however late anything runs;
 * the sweep (`enforce`) pauses what a cap has reached, closing usage at the cap's moment;
 * a heartbeat that crosses a cap pauses its instance at once (`heartbeat_cut`);
-* create and resume are refused while an org cap holds (`check_can_run`).
+* create and resume are refused while an org cap holds (`throttle.status`).
 
 Lock order, as everywhere: instance → usage segment → quota period. The callers hold their
-instance and segment locks; `_context` locks the org's quota period before it reads the
-budget, so two transactions never both spend the same allowance.
+instance and segment locks; `budgets` locks the org's quota period before it reads what is
+left, so two transactions never both spend the same allowance.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -30,40 +29,20 @@ from orzbob.catalog.models import Catalog, Plan
 from orzbob.instances.models import Instance, Reason, State
 from orzbob.instances.service import instance_service
 from orzbob.kit import metrics
-from orzbob.kit.errors import CapHolds
-from orzbob.kit.money import format_usd
 from orzbob.metering.models import UsageSegment
 from orzbob.metering.service import metering_service
 from orzbob.quota.allocation import lock_periods, org_period
 from orzbob.quota.service import QuotaStatus, quota_service
-from orzbob.throttle.caps import Cap, Cut, OrgBudget, Run, SpendBudget, midnight_after, org_cut
+from orzbob.throttle.caps import Cap, Cut, OrgBudget, Run, SpendBudget, org_cut
 from orzbob.throttle.repository import throttle_repository
 
-UPCOMING_WINDOW = timedelta(hours=1)
 # Usage a beaten org may have run since its last checkpoint, for the bulk path's prefilter
 # (a larger gap only delays the pause to the next sweep; the cut stays exact).
 BULK_MARGIN_MINUTES = 5  # also the heartbeat's prefilter
 log = logging.getLogger(__name__)
-IDLE_WARNING_AFTER = timedelta(minutes=5)
 
 
-@dataclass(frozen=True)
-class Throttle:
-    cap: str
-    detail: str
-    lifts_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Upcoming:
-    cap: str
-    at: datetime
-    instance_id: uuid.UUID | None
-    instance_name: str | None
-    detail: str
-
-
-def _own_cuts(inst: Instance, plan: Plan) -> list[tuple[datetime, str]]:
+def own_cuts(inst: Instance, plan: Plan) -> list[tuple[datetime, str]]:
     """The instance's own caps, soonest first (on a tie the continuous cap names it)."""
     started = inst.run_started_at or inst.state_changed_at
     return sorted(
@@ -75,13 +54,9 @@ def _own_cuts(inst: Instance, plan: Plan) -> list[tuple[datetime, str]]:
     )
 
 
-def _hhmm(at: datetime) -> str:
-    return f"{at.astimezone(UTC):%H:%M} UTC"
-
-
 class ThrottleService:
     # -- exact cut moments ---------------------------------------------------------------
-    def _runs(
+    def runs(
         self,
         pairs: Sequence[tuple[UsageSegment, Instance]],
         plan: Plan,
@@ -97,7 +72,7 @@ class ThrottleService:
         so a cut computed this way is never later than what the ledger could reach."""
         runs = []
         for seg, inst in pairs:
-            own_at, own_cap = _own_cuts(inst, plan)[0]
+            own_at, own_cap = own_cuts(inst, plan)[0]
             upto = min(hi, own_at, closing.get(seg.id, hi))
             runs.append(
                 Run(
@@ -116,7 +91,7 @@ class ThrottleService:
             )
         return runs
 
-    def _budgets(
+    def budgets(
         self,
         session: Session,
         orgs: Sequence[Org],
@@ -181,7 +156,7 @@ class ThrottleService:
             pairs = throttle_repository.open_runs(session, [o.id for o in orgs])
         hi = max([now, *closing.values()])
         runs = {
-            o.id: self._runs(
+            o.id: self.runs(
                 pairs.get(o.id, []),
                 catalog.plan(o.plan_id),
                 catalog,
@@ -190,7 +165,7 @@ class ThrottleService:
             )
             for o in orgs
         }
-        budgets = self._budgets(session, orgs, runs, catalog=catalog, now=now, hi=hi, lock=True)
+        budgets = self.budgets(session, orgs, runs, catalog=catalog, now=now, hi=hi, lock=True)
         out: dict[uuid.UUID, Cut] = {}
         for org in orgs:
             shared = org_cut(runs[org.id], budgets[org.id], hi=hi)
@@ -294,7 +269,7 @@ class ThrottleService:
         sweep's set-based prefilter says this org may be at one: a heartbeat costs one
         query, not the whole computation."""
         plan = catalog.plan(org.plan_id)
-        due = any(at <= now for at, _ in _own_cuts(instance, plan))
+        due = any(at <= now for at, _ in own_cuts(instance, plan))
         if not due and not self._org_cap_near(session, org, plan, catalog, now):
             return None
         seg = metering_service.open_segment_of(session, instance.id)
@@ -329,131 +304,6 @@ class ThrottleService:
         return None if cut is None else (cut.at, cut.cap)
 
     # -- what holds now, and what comes next ---------------------------------------------
-    def active(self, status: QuotaStatus, catalog: Catalog) -> list[Throttle]:
-        """Org caps in force now, most binding first (the first is `throttle_status`)."""
-        plan, out = status.plan, []
-        reset = f"{status.period.end:%Y-%m-%d}"
-        smallest = min(catalog.tier(t).small_hour_weight for t in plan.tiers)
-        if (
-            plan.after_allowance == "hard_stop"
-            and plan.included_small_minutes > 0
-            and status.remaining_small_minutes < smallest
-        ):
-            out.append(
-                Throttle(
-                    Cap.QUOTA,
-                    f"The {plan.name} allowance of {plan.included_small_hours} small-hours is "
-                    f"used up; instances stay paused until the period resets on {reset} "
-                    "or you upgrade.",
-                    status.period.end,
-                )
-            )
-        if status.spend_limit is not None and status.estimate >= status.spend_limit:
-            out.append(
-                Throttle(
-                    Cap.SPEND,
-                    f"The estimated bill {format_usd(status.estimate)} has reached the spend "
-                    f"limit of {format_usd(status.spend_limit)}; raise or remove the limit, or "
-                    f"wait for the period to reset on {reset}.",
-                    status.period.end,
-                )
-            )
-        if status.today_minutes >= plan.daily_cap_instance_hours * 60:
-            out.append(
-                Throttle(
-                    Cap.DAILY,
-                    f"Your instances ran {plan.daily_cap_instance_hours} instance-hours today "
-                    "(UTC); running again is allowed from 00:00 UTC.",
-                    midnight_after(status.now),
-                )
-            )
-        return out
-
-    def check_can_run(self, session: Session, org: Org, now: datetime, catalog: Catalog) -> None:
-        """Refuse a create or resume while an org cap holds (the `run_checks` hook)."""
-        status = quota_service.status(session, org, catalog=catalog, now=now)
-        held = self.active(status, catalog)
-        if not held:
-            return
-        first = held[0]
-        # The allowance and the spend limit also lift with an upgrade or a new limit, so
-        # only the daily cap promises a time to retry.
-        retry = first.lifts_at if first.cap == Cap.DAILY else None
-        raise CapHolds(
-            first.cap,
-            first.detail,
-            retry_at=None if retry is None else retry.isoformat().replace("+00:00", "Z"),
-        )
-
-    def upcoming(
-        self,
-        session: Session,
-        org: Org,
-        *,
-        catalog: Catalog,
-        now: datetime,
-        status: QuotaStatus | None = None,
-    ) -> list[Upcoming]:
-        """Caps that will be reached within the next hour if everything running keeps
-        running at today's rate, soonest first."""
-        plan = catalog.plan(org.plan_id)
-        pairs = throttle_repository.open_runs(session, [org.id])[org.id]
-        if not pairs:
-            return []
-        hi = now + UPCOMING_WINDOW
-        runs = self._runs(pairs, plan, catalog, hi=hi, closing={})
-        out: list[Upcoming] = []
-        for _, inst in pairs:
-            for at, cap in _own_cuts(inst, plan):
-                # An instance in use always has an idle deadline ahead; warn only once it
-                # looks idle (no activity for a few minutes).
-                if cap == Cap.IDLE and now - inst.last_active_at < IDLE_WARNING_AFTER:
-                    continue
-                if not now < at <= hi:
-                    continue
-                what = (
-                    "idle timeout"
-                    if cap == Cap.IDLE
-                    else f"{plan.continuous_cap_hours}-hour continuous cap"
-                )
-                out.append(
-                    Upcoming(
-                        cap,
-                        at,
-                        inst.id,
-                        inst.name,
-                        f"Instance {inst.name} reaches the {what} at {_hhmm(at)} and will pause.",
-                    )
-                )
-        budget = self._budgets(
-            session,
-            [org],
-            {org.id: runs},
-            catalog=catalog,
-            now=now,
-            hi=hi,
-            lock=False,
-            statuses=None if status is None else {org.id: status},
-        )[org.id]
-        shared = org_cut(runs, budget, hi=hi)
-        if shared is not None and shared.at > now:
-            text = {
-                Cap.QUOTA: "The allowance runs out",
-                Cap.DAILY: "The daily cap of "
-                f"{plan.daily_cap_instance_hours} instance-hours is reached",
-                Cap.SPEND: "The estimated bill reaches your spend limit",
-            }[shared.cap]
-            out.append(
-                Upcoming(
-                    shared.cap,
-                    shared.at,
-                    None,
-                    None,
-                    f"{text} at {_hhmm(shared.at)} at the current rate; running instances "
-                    "will pause then.",
-                )
-            )
-        return sorted(out, key=lambda u: u.at)
 
 
 throttle_service = ThrottleService()
