@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench fmt lint install clean browser web-test wrk
+.PHONY: run test bench fmt lint install clean browser web-test verify wrk
 CHROMIUM ?= /usr/bin/chromium
 
 $(BIN)/python:
@@ -35,6 +35,15 @@ test: install browser web-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The seed's verification scripts: each runs its part's tests and a short smoke run against a
+# started service. On demand (not part of `make test`); every script runs, failures are listed.
+VERIFY := billing-secrets metering usage-emission budget-alerts throttle cli-dashboard docs-support
+
+verify: install
+	@failed=""; for s in $(VERIFY); do hack/verify-$$s.sh || failed="$$failed $$s"; done; \
+	if [ -n "$$failed" ]; then echo "make verify: FAILED:$$failed" >&2; exit 1; fi; \
+	echo "make verify: all $(words $(VERIFY)) checks passed"
 
 # wrk (Debian's package) generates the HTTP load; figures are ratios to a same-run baseline.
 wrk:

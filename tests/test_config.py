@@ -84,3 +84,41 @@ def test_server_refuses_to_start_without_polar_key(tmp_path: object) -> None:
     assert proc.returncode != 0
     assert "POLAR_API_KEY" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _template_values() -> dict[str, str]:
+    """The values the shipped Secret template holds."""
+    import yaml
+
+    with open("deploy/polar-credentials.secret.yaml") as f:
+        doc = yaml.safe_load(f)
+    return dict(doc["stringData"])
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POLAR_WEBHOOK_SECRET", "REPLACE_WITH_whsec_SECRET"),
+        ("POLAR_WEBHOOK_SECRET", "whsec_REPLACE_ME_WITH_THE_REAL_ONE"),
+        ("POLAR_WEBHOOK_SECRET", "whsec_xxxxxxxxxxxxxxxxxxxxxxxx"),
+        ("POLAR_API_KEY", "polar_oat_REPLACE_WITH_TOKEN_FROM_POLAR"),
+        ("POLAR_API_KEY", "polar_oat_xxxxxxxxxxxxxxxxxxxxxxxx"),
+        ("POLAR_API_KEY", "polar_oat_<your-token-here>"),
+    ],
+)
+def test_placeholder_secrets_are_refused(variable: str, value: str) -> None:
+    kw: dict[str, object] = {"polar_api_key": KEY, "polar_webhook_secret": SECRET}
+    kw["polar_api_key" if variable == "POLAR_API_KEY" else "polar_webhook_secret"] = value
+    with pytest.raises(ConfigError, match=variable) as exc:
+        make(billing_enabled=True, **kw).check_startup()
+    assert value not in str(exc.value)
+
+
+def test_the_shipped_secret_template_cannot_start_the_service() -> None:
+    values = _template_values()
+    for variable in ("POLAR_API_KEY", "POLAR_WEBHOOK_SECRET", "POLAR_ORGANIZATION_ID"):
+        kw: dict[str, object] = {"polar_api_key": KEY, "polar_webhook_secret": SECRET}
+        key = {"POLAR_API_KEY": "polar_api_key", "POLAR_WEBHOOK_SECRET": "polar_webhook_secret"}
+        kw[key.get(variable, "polar_organization_id")] = values[variable]
+        with pytest.raises(ConfigError, match=variable):
+            make(billing_enabled=True, **kw).check_startup()

@@ -20,6 +20,21 @@ _MAILBOX = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[A-Za-z]{2,}$")
 _PLACEHOLDER = re.compile(
     r"^(|changeme|change-me|replace-?me|todo|xxx+|secret|<.*>|your[-_].*)$", re.I
 )
+# Words the templates and examples put where a real secret goes, e.g. the shipped Secret's
+# `REPLACE_WITH_whsec_SECRET`: refused wherever they appear in the value.
+_PLACEHOLDER_WORDS = re.compile(
+    r"replace|change[-_]?me|placeholder|your[-_]|example|todo|fixme|<|>|\$\{", re.I
+)
+
+
+def is_placeholder(value: str) -> bool:
+    """A template's stand-in rather than a secret Polar issued."""
+    if _PLACEHOLDER.match(value) or _PLACEHOLDER_WORDS.search(value):
+        return True
+    body = value.removeprefix("whsec_")
+    for prefix in POLAR_TOKEN_PREFIXES:
+        body = body.removeprefix(prefix)
+    return _PLACEHOLDER.match(body) is not None
 
 
 class Settings(BaseSettings):
@@ -128,7 +143,7 @@ class Settings(BaseSettings):
         key = self.polar_api_key.get_secret_value() if self.polar_api_key else ""
         if not key:
             raise ConfigError("POLAR_API_KEY is required when BILLING_ENABLED=true")
-        if _PLACEHOLDER.match(key) or not key.startswith(POLAR_TOKEN_PREFIXES) or " " in key:
+        if is_placeholder(key) or not key.startswith(POLAR_TOKEN_PREFIXES) or " " in key:
             raise ConfigError(
                 "POLAR_API_KEY is malformed: expected a Polar access token "
                 "(it starts with polar_oat_)"
@@ -136,7 +151,7 @@ class Settings(BaseSettings):
         secret = self.polar_webhook_secret.get_secret_value() if self.polar_webhook_secret else ""
         if not secret:
             raise ConfigError("POLAR_WEBHOOK_SECRET is required when BILLING_ENABLED=true")
-        if _PLACEHOLDER.match(secret) or len(secret) < 16 or any(c.isspace() for c in secret):
+        if is_placeholder(secret) or len(secret) < 16 or any(c.isspace() for c in secret):
             raise ConfigError(
                 "POLAR_WEBHOOK_SECRET is malformed: use the endpoint secret Polar shows "
                 "(whsec_…, at least 16 characters)"

@@ -28,11 +28,20 @@ from orzbob.metering.flusher import Flusher
 from orzbob.metering.service import metering_service
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
 from orzbob.polar.client import PolarGateway
-from orzbob.polar.tasks import apply_scheduled_plan_changes, create_missing_customers
+from orzbob.polar.tasks import (
+    apply_scheduled_plan_changes,
+    create_missing_customers,
+    reconcile_closed_periods,
+    reconcile_open_periods,
+)
 from orzbob.runtime import Runtime
 from orzbob.throttle.tasks import sweep_caps
 
 log = logging.getLogger(__name__)
+
+# The shutdown flush ships at most this many batches; each is one Polar call bounded by
+# POLAR_TIMEOUT_SECONDS (deploy/worker.yaml sizes the grace period from both).
+FINAL_FLUSH_MAX_BATCHES = 10
 
 
 def register_jobs(runtime: Runtime) -> None:
@@ -68,6 +77,15 @@ def register_jobs(runtime: Runtime) -> None:
         )
         runtime.every(
             "credits.polar", s.sweep_interval_seconds, alone("credits.polar", ship_credits_to_polar)
+        )
+        # After the flush, so what was shipped is found at Polar; one worker at a time.
+        runtime.every(
+            "polar.reconcile_closed",
+            3600,
+            alone("polar.reconcile_closed", reconcile_closed_periods),
+        )
+        runtime.every(
+            "polar.reconcile_daily", 86400, alone("polar.reconcile_daily", reconcile_open_periods)
         )
         runtime.shutdown_hooks.append(lambda: final_flush(flusher))
     else:
@@ -106,7 +124,7 @@ def build_flusher(runtime: Runtime) -> Flusher:
 
 def final_flush(flusher: Flusher) -> None:
     """On shutdown, ship what is pending (a few batches at most; the rest waits safely)."""
-    report = flusher.flush(max_batches=10)
+    report = flusher.flush(max_batches=FINAL_FLUSH_MAX_BATCHES)
     log.info(
         "final flush: %d sent, %d left for the next start", report.sent, flusher_pending(flusher)
     )

@@ -7,7 +7,7 @@ from orzbob.credits.models import CreditGrant
 from orzbob.instances.models import Instance, InstanceEvent
 from orzbob.kit.db import Base
 from orzbob.metering.models import UsageRecord, UsageSegment
-from orzbob.polar.models import ScheduledPlanChange, WebhookDelivery
+from orzbob.polar.models import ReconcileRun, ScheduledPlanChange, WebhookDelivery
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.testclock.models import TestClockState
 
@@ -23,6 +23,7 @@ __all__ = [
     "Org",
     "QuotaPeriod",
     "QuotaTierRollup",
+    "ReconcileRun",
     "ScheduledPlanChange",
     "TestClockState",
     "UsageRecord",

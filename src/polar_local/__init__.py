@@ -27,6 +27,9 @@ Control API (`/_control`, no authentication; JSON in and out):
   `name`, `customer_id`, `external_customer_id`, `timestamp`, `ts`, `ingested_at`, `metadata`...
 * `GET  /events/stats?external_customer_id=&customer_id=&name=&sum=minutes[&sum=...]` ->
   `{"count", "duplicates", "sums": {"minutes": float}}` (numeric metadata values only)
+* `DELETE /events/{external_id}` -> `{"deleted"}` (404 if absent): Polar loses that event
+* `PATCH  /events/{external_id}` with `{"metadata": {...}}` -> `{"external_id", "metadata"}`:
+  the keys given replace those Polar holds (the rest stay)
 * `POST /reset` -> `{"ok": true}`: deletes all data, faults and queued webhooks (the webhook
   endpoint settings and the organization id are kept)
 * `GET  /requests?path_prefix=/v1/events&limit=100` -> `{"items": [{"seq", "at", "method",

@@ -145,6 +145,27 @@ def event_stats(
     }
 
 
+@router.delete("/events/{external_id}")
+def delete_event(ctx: Ctx, external_id: str) -> JSON:
+    """Lose one event on the Polar side, as if Polar had dropped it (reconciliation tests)."""
+    if not ctx.store.delete_event(external_id):
+        raise NotFound()
+    return {"deleted": external_id}
+
+
+class EventMetadataPatch(BaseModel):
+    metadata: dict[str, str | int | float | bool]
+
+
+@router.patch("/events/{external_id}")
+def patch_event(ctx: Ctx, external_id: str, body: EventMetadataPatch) -> JSON:
+    """Alter one event's metadata on the Polar side (merged key by key)."""
+    row = ctx.store.patch_event_metadata(external_id, body.metadata)
+    if row is None:
+        raise NotFound()
+    return {"external_id": external_id, "metadata": row["metadata"]}
+
+
 @router.post("/reset")
 def reset(ctx: Ctx) -> JSON:
     ctx.faults.clear()

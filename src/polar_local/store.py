@@ -196,6 +196,33 @@ class Store:
             found.update(r.external_id for r in rows)
         return found
 
+    def delete_event(self, external_id: str) -> bool:
+        """Remove an event by its external_id (a control call: Polar losing an event)."""
+        with self.write() as conn:
+            result = conn.execute(
+                events.delete().where(
+                    events.c.organization_id == self.organization_id,
+                    events.c.external_id == external_id,
+                )
+            )
+        return bool(result.rowcount)
+
+    def patch_event_metadata(self, external_id: str, changes: JSONDict) -> JSONDict | None:
+        """Merge `changes` into an event's metadata (a control call: Polar holding other
+        figures than were sent). Returns the event, or None when there is no such event."""
+        with self.write() as conn:
+            row = conn.execute(
+                select(*_event_cols()).where(
+                    events.c.organization_id == self.organization_id,
+                    events.c.external_id == external_id,
+                )
+            ).first()
+            if row is None:
+                return None
+            metadata = {**(row.metadata or {}), **changes}
+            conn.execute(update(events).where(events.c.id == row.id).values(metadata=metadata))
+        return {**dict(row._mapping), "metadata": metadata}
+
     def get_event(self, id_: str) -> JSONDict | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(*_event_cols()).where(events.c.id == id_)).first()

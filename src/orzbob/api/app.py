@@ -13,7 +13,7 @@ from orzbob.accounts.endpoints import router as accounts_router
 from orzbob.alerts.endpoints import router as alerts_router
 from orzbob.api.errors import install_error_handlers
 from orzbob.api.health import router as health_router
-from orzbob.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from orzbob.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from orzbob.api.pages import router as pages_router
 from orzbob.api.pages import static_files
 from orzbob.billing.endpoints import router as billing_router
@@ -25,6 +25,7 @@ from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.metering.endpoints import router as metering_router
 from orzbob.polar.endpoints import router as polar_router
+from orzbob.polar.reconcile_endpoints import router as reconcile_router
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
 from orzbob.testclock.endpoints import router as testclock_router
@@ -74,6 +75,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
     for router in (
         health_router,
@@ -85,6 +87,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         credits_router,
         alerts_router,
         polar_router,
+        reconcile_router,
         testclock_router,
         pages_router,
     ):

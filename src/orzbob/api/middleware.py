@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orzbob.kit import metrics
 from orzbob.kit.errors import PayloadTooLarge
 
 
@@ -55,6 +57,7 @@ async def _reject(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_PARAM = re.compile(r"\{[^}]+\}")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -86,3 +89,37 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class MetricsMiddleware:
+    """Counts requests by route template (never the raw path, which holds ids) and status
+    class, so the series stay few whatever the traffic."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def watching_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        finally:
+            # Parameters read `{id}` whatever their name: a label never even names an org.
+            template = getattr(scope.get("route"), "path", None)
+            route = _PARAM.sub("{id}", template) if template else "unmatched"
+            metrics.http_requests_total.labels(
+                method=scope.get("method", "GET"), route=route, status=f"{status // 100}xx"
+            ).inc()
+            metrics.http_request_duration_seconds.labels(route=route).observe(
+                time.perf_counter() - started
+            )

@@ -27,7 +27,7 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "cloud": ("orzbob.cli.cloud", "app", True),
     "admin": ("orzbob.cli.admin", "app", True),
     "metering": ("orzbob.cli.ops", "metering_app", True),
-    "polar": ("orzbob.cli.ops", "polar_app", True),
+    "polar": ("orzbob.cli.polar_group", "polar_app", True),
     "support": ("orzbob.cli.support", "support_app", True),
     "demo": ("orzbob.cli.demo", "demo_app", False),
     "alerts": ("orzbob.cli.alerts", "alerts_app", True),

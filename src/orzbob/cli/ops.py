@@ -90,6 +90,14 @@ def requeue(
     record_ids: Annotated[
         list[str] | None, typer.Argument(help="Record ids (default: all dead).")
     ] = None,
+    lost: Annotated[
+        bool,
+        typer.Option(
+            "--lost",
+            help="Also resend the named records marked sent that reconciliation found "
+            "missing at Polar.",
+        ),
+    ] = False,
 ) -> None:
     """Send dead-lettered records again once the cause is fixed (Polar drops any it has by
     external_id, so a resend never bills twice)."""
@@ -99,10 +107,12 @@ def requeue(
             ids.append(uuid.UUID(raw))
         except ValueError:
             fail(f"{raw!r} is not a usage record id")
+    if lost and not ids:
+        fail("--lost needs the record ids to resend (from `orz polar reconcile`)")
 
     def work(rt: Runtime) -> int:
         with rt.session() as s:
-            return metering_service.requeue_dead(s, ids=ids)
+            return metering_service.requeue(s, ids, lost=lost)
 
     n = run_db(work)
     console.print(f"{n} record(s) back in the queue; the next flush sends them.")

@@ -106,3 +106,35 @@ polar_webhooks_total = Counter(
     ["status"],
     registry=REGISTRY,
 )
+reconcile_drift_minutes = Gauge(
+    "orzbob_reconcile_drift_minutes",
+    "Minutes the ledger and Polar disagree on: the last daily run (open periods) and the "
+    "period-close runs of the last 24 hours (closed periods)",
+    ["scope"],
+    registry=REGISTRY,
+)
+reconcile_runs_total = Counter(
+    "orzbob_reconcile_runs_total", "Reconciliation runs by outcome", ["status"], registry=REGISTRY
+)
+reconcile_last_success = Gauge(
+    "orzbob_reconcile_last_success_timestamp_seconds",
+    "When a reconciliation run last completed (Unix time)",
+    registry=REGISTRY,
+)
+usage_meter_dead = Gauge(
+    "orzbob_usage_meter_dead_records",
+    "Usage records in dead-letter now (read from the database at scrape time)",
+    registry=REGISTRY,
+)
+http_requests_total = Counter(
+    "orzbob_http_requests_total",
+    "API requests by method, route template and status class (2xx, 4xx, 5xx)",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+http_request_duration_seconds = Histogram(
+    "orzbob_http_request_duration_seconds",
+    "API request duration by route template",
+    ["route"],
+    registry=REGISTRY,
+)

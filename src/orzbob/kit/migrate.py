@@ -6,8 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+MIGRATION_LOCK = 0x6F727A6D  # "orzm": the advisory lock key for schema upgrades
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -26,6 +27,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     cfg = alembic_config()
     with engine.begin() as conn:
+        if url.get_backend_name() == "postgresql":
+            # Every pod's init step runs this at once on a rollout: one migrates, the others
+            # wait for it and then find nothing to do.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -47,6 +47,9 @@ def polar_event(record: UsageRecord) -> dict[str, Any]:
         "external_id": str(record.id),
         "timestamp": record.interval_end.isoformat(),
         "metadata": {
+            # Polar never returns an event's external_id, so reconciliation matches on this
+            # copy of it.
+            "record_id": str(record.id),
             "instance_id": str(record.instance_id),
             "tier": record.tier,
             "minutes": record.minutes,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orzbob.kit.repository import Repository
@@ -34,18 +33,6 @@ class UsageRecordRepository(Repository[UsageRecord]):
     def dead(self, session: Session, *, limit: int) -> Sequence[UsageRecord]:
         stmt = select(UsageRecord).where(UsageRecord.state == RecordState.DEAD.value)
         return self.page(session, stmt, limit=limit)
-
-    def requeue_dead(self, session: Session, ids: Sequence[uuid.UUID]) -> int:
-        """Dead records (those of `ids`, or all) back to pending, unclaimed."""
-        stmt = update(UsageRecord).where(UsageRecord.state == RecordState.DEAD.value)
-        if ids:
-            stmt = stmt.where(UsageRecord.id.in_(ids))
-        result = session.execute(
-            stmt.values(
-                state=RecordState.PENDING.value, claimed_by=None, claim_expires_at=None
-            ).execution_options(synchronize_session=False)
-        )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 usage_records = UsageRecordRepository()

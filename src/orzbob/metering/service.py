@@ -9,14 +9,14 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance
 from orzbob.kit.errors import Conflict
-from orzbob.metering.models import UsageRecord, UsageSegment
+from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 from orzbob.metering.repository import usage_records
 from orzbob.quota.allocation import UsageDraft, allocate, allocate_many
 from orzbob.quota.periods import boundaries_between
@@ -247,10 +247,66 @@ class MeteringService:
     def dead_records(self, session: Session, *, limit: int) -> Sequence[UsageRecord]:
         return usage_records.dead(session, limit=limit)
 
-    def requeue_dead(self, session: Session, *, ids: Sequence[uuid.UUID] = ()) -> int:
-        """Send dead-lettered records again (those of `ids`, or all): Polar drops any it already
-        has by external_id, so a resend never bills twice."""
-        return usage_records.requeue_dead(session, ids)
+    def records_in(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        *,
+        period_start: datetime | None = None,
+        after: datetime | None = None,
+        upto: datetime | None = None,
+    ) -> Sequence[UsageRecord]:
+        """An org's records of one billing period, or whose interval ends in (after, upto]."""
+        stmt = select(UsageRecord).where(UsageRecord.org_id == org_id)
+        if period_start is not None:
+            stmt = stmt.where(UsageRecord.period_start == period_start)
+        if after is not None:
+            stmt = stmt.where(UsageRecord.interval_end > after)
+        if upto is not None:
+            stmt = stmt.where(UsageRecord.interval_end <= upto)
+        return session.scalars(stmt.order_by(UsageRecord.interval_end, UsageRecord.id)).all()
+
+    def queue_stats(self, session: Session) -> tuple[int, datetime | None, int]:
+        """(pending records, when the oldest pending one was written, dead records)."""
+        pending, oldest = session.execute(
+            select(func.count(), func.min(UsageRecord.created_at)).where(
+                UsageRecord.state == RecordState.PENDING.value
+            )
+        ).one()
+        dead = session.scalar(
+            select(func.count())
+            .select_from(UsageRecord)
+            .where(UsageRecord.state == RecordState.DEAD.value)
+        )
+        return int(pending or 0), oldest, int(dead or 0)
+
+    def has_records(self, session: Session, org_id: uuid.UUID, *, period_start: datetime) -> bool:
+        return (
+            session.scalar(
+                select(UsageRecord.id)
+                .where(UsageRecord.org_id == org_id, UsageRecord.period_start == period_start)
+                .limit(1)
+            )
+            is not None
+        )
+
+    def requeue(self, session: Session, ids: Sequence[uuid.UUID], *, lost: bool = False) -> int:
+        """Put dead records (all of them when `ids` is empty) back in the queue. With `lost`,
+        the given records marked sent are queued too: reconciliation found Polar without
+        them, and Polar drops any it does have by external_id, so a resend never bills twice.
+        """
+        states = [RecordState.DEAD.value] + ([RecordState.SENT.value] if lost else [])
+        stmt = update(UsageRecord).where(UsageRecord.state.in_(states))
+        if ids:
+            stmt = stmt.where(UsageRecord.id.in_(list(ids)))
+        elif lost:
+            raise Conflict("Name the records to resend: a blanket resend of sent ones is refused.")
+        result = session.execute(
+            stmt.values(
+                state=RecordState.PENDING.value, claimed_by=None, claim_expires_at=None
+            ).execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 metering_service = MeteringService()

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from polar.base import (
@@ -119,6 +120,34 @@ class PolarGateway:
         with self.translate("event ingest"):
             result = self.client.events.ingest(events=events)  # type: ignore[arg-type]
         return IngestResult(inserted=result.inserted, duplicates=result.duplicates or 0)
+
+    def list_events_page(
+        self,
+        *,
+        name: str,
+        external_customer_id: str,
+        start: datetime,
+        end: datetime,
+        page: int,
+        limit: int = 100,
+    ) -> tuple[list[Any], bool, int | None]:
+        """One page of user events, oldest first: (items, has_more, total when known)."""
+        with self.translate("list events"):
+            result = self.client.events.list(
+                name=name,
+                external_customer_id=external_customer_id,
+                start_timestamp=start.isoformat(),
+                end_timestamp=end.isoformat(),
+                source="user",
+                page=page,
+                limit=limit,
+                sorting=["timestamp"],
+            )
+        pagination = result.pagination
+        max_page = getattr(pagination, "max_page", None)
+        if max_page is not None:
+            return list(result.items), page < max_page, getattr(pagination, "total_count", None)
+        return list(result.items), bool(getattr(pagination, "has_next_page", False)), None
 
     # -- catalog (`orz polar sync`); lists are read whole, 100 per page -----------------
     def list_meters(self) -> list[Meter]:

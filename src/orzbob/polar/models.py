@@ -64,3 +64,30 @@ class ScheduledPlanChange(Base):
     created_at: Mapped[datetime]
     applied_at: Mapped[datetime | None]
     canceled_at: Mapped[datetime | None]
+
+
+class ReconcileRun(Base):
+    """One comparison of the ledger with Polar's events, kept so staff can read the latest
+    report and the period-close job knows which periods it has already checked."""
+
+    __tablename__ = "polar_reconcile_runs"
+    __table_args__ = (
+        Index("ix_polar_reconcile_runs_finished", "finished_at"),
+        Index("ix_polar_reconcile_runs_scope_org_period", "scope", "org_id", "window_start"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    # `daily` (the open periods), `period_close` (one org's closed period) or `manual`.
+    scope: Mapped[str] = mapped_column(String(16))
+    period: Mapped[str] = mapped_column(String(128))
+    org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orgs.id"))
+    window_start: Mapped[datetime | None]
+    window_end: Mapped[datetime | None]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    # Minutes Polar and the ledger disagree on, pending records included.
+    drift_minutes: Mapped[int] = mapped_column(default=0)
+    summary: Mapped[dict[str, Any]]
+    items: Mapped[dict[str, Any]]

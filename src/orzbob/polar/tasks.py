@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
+from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
 from orzbob.polar.client import gateway_for
 from orzbob.polar.customers import sync_missing_customers
+from orzbob.polar.reconcile_service import (
+    EventReader,
+    PeriodSpec,
+    reconcile_service,
+    run_reconcile,
+)
 from orzbob.polar.subscriptions import subscription_service
 from orzbob.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+CURRENT, PREVIOUS = PeriodSpec("current"), PeriodSpec("previous")
 
 
 def apply_scheduled_plan_changes(runtime: Runtime) -> int | Idle:
@@ -46,3 +56,74 @@ def create_missing_customers(runtime: Runtime) -> int | Idle:
         return Idle(FOREVER)  # new usage (which wakes every job) is what brings new work
     log.info("Polar customers: %d created, %d failed", created, failed)
     return 0  # customer ids change nothing other jobs read
+
+
+# A closed period is reconciled once the flusher has had time to ship its last minutes.
+RECONCILE_GRACE = timedelta(minutes=15)
+RECONCILE_LOOKBACK = timedelta(days=7)
+
+
+def _reader(runtime: Runtime) -> EventReader:
+    # A job must not hold the scheduler for minutes: one short retry, then the run is kept
+    # as failed and the next run tries again (an operator has `orz polar reconcile`).
+    return EventReader(gateway_for(runtime), max_attempts=2, base_delay=0.2, max_delay=2.0)
+
+
+def reconcile_open_periods(runtime: Runtime) -> int:
+    """The daily run over every org's open period; sets the open-period drift gauge."""
+    now = runtime.clock.now()
+    with runtime.session() as session:
+        windows = reconcile_service.windows(session, CURRENT, org_id=None, now=now)
+    run = run_reconcile(
+        runtime.sessions,
+        gateway_for(runtime),
+        runtime.catalog,
+        windows=windows,
+        period_label=CURRENT.label,
+        scope="daily",
+        org_id=None,
+        now=now,
+        reader=_reader(runtime),
+    )
+    if run.status == "ok":
+        metrics.reconcile_drift_minutes.labels(scope="open_period").set(run.drift_minutes)
+    else:
+        log.warning("daily reconciliation failed: %s", run.error)
+    return 0  # reconciliation changes nothing other jobs read
+
+
+def reconcile_closed_periods(runtime: Runtime) -> int | Idle:
+    """Each org's period, once, right after it closes; sets the closed-period drift gauge."""
+    now = runtime.clock.now()
+    with runtime.session() as session:
+        due, next_due = reconcile_service.closed_periods_due(
+            session, now=now, grace=RECONCILE_GRACE, lookback=RECONCILE_LOOKBACK
+        )
+    for window in due:
+        run = run_reconcile(
+            runtime.sessions,
+            gateway_for(runtime),
+            runtime.catalog,
+            windows=[window],
+            period_label=PREVIOUS.label,
+            scope="period_close",
+            org_id=window.org_id,
+            now=now,
+            reader=_reader(runtime),
+        )
+        if run.status != "ok":
+            log.warning("reconciliation of a closed period failed: %s", run.error)
+        elif run.drift_minutes:
+            log.warning(
+                "closed period of org %s differs from Polar by %d minute(s); see "
+                "GET /v1/admin/reconcile/latest",
+                window.org_id,
+                run.drift_minutes,
+            )
+    with runtime.session() as session:
+        metrics.reconcile_drift_minutes.labels(scope="closed_period").set(
+            reconcile_service.closed_drift(session, now=now)
+        )
+    if due:
+        return 0
+    return Idle(next_due if next_due is not None else FOREVER)
