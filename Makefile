@@ -33,6 +33,7 @@ test: install browser web-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The seed's verification scripts: each runs its part's tests and a short smoke run against a

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, print_table
 
-SECTIONS = ["http", "metering", "billing", "polar", "throttle"]
+SECTIONS = ["http", "metering", "billing", "polar", "throttle", "cli"]
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ from orzbob.kit.metrics import REGISTRY
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.models import UsageSegment
 from orzbob.polar.client import PolarGateway
-from orzbob.polar.local_server import create_app, run_in_thread
 from orzbob.quota.allocation import UsageDraft, allocate
 from orzbob.runtime import Runtime
+from polar_local import create_app, run_in_thread
 
 INSTANCES = 5  # the usage-only plan's running limit
 
@@ -91,7 +91,12 @@ def _ledger(rt: Runtime) -> Ledger:
 @contextmanager
 def _polar() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(f"{tmp}/polar.db", accept_future_timestamps=True, record_requests=False)
+        app = create_app(
+            f"{tmp}/polar.db",
+            accept_future_timestamps=True,
+            record_requests=False,
+            control_api=True,
+        )
         with run_in_thread(app) as url:
             yield url
 

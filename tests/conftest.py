@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import account_service
@@ -115,6 +116,21 @@ def runtime(
     rt = Runtime.create(settings, clock=clock, engine=engine, catalog=catalog)
     yield rt
     truncate_all(engine)
+
+
+@pytest.fixture
+def db_session(engine: Engine) -> Iterator[Session]:
+    """A session whose work is rolled back at the end of the test (no truncation needed): for
+    tests of repositories and services, which never commit. Code that commits on its own (the
+    API, jobs, the CLI) uses `runtime` instead."""
+    with engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
 
 
 @pytest.fixture

@@ -1,18 +1,18 @@
-"""Serve an ASGI app with uvicorn on a free local port, in a thread, for real-HTTP tests."""
+"""Serve an ASGI app on a free local port, in a thread, for real-HTTP tests: the same runner as
+the local Polar server's (bound before it starts, stopped at once)."""
 
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
+from polar_local import run_in_thread
 
 
 def free_port() -> int:
+    """A port nobody listens on (for tests of a service that is down)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -21,18 +21,5 @@ def free_port() -> int:
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Yield the base URL while uvicorn serves `app` (lifespan on), then stop it."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with run_in_thread(app) as url:
+        yield url

@@ -23,8 +23,9 @@ from orzbob.alerts.tasks import evaluate_alerts, send_alerts
 from orzbob.credits.tasks import ship_credits_to_polar
 from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
-from orzbob.kit.db import advisory_lock
+from orzbob.kit.db import advisory_lock, session_scope
 from orzbob.metering.flusher import Flusher
+from orzbob.metering.service import metering_service
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
 from orzbob.polar.client import PolarGateway
 from orzbob.polar.tasks import (
@@ -64,7 +65,7 @@ def register_jobs(runtime: Runtime) -> None:
     runtime.every("alerts.send", s.alerts_send_interval_seconds, send_alerts)
     if s.billing_enabled:
         flusher = build_flusher(runtime)
-        runtime.extras["flusher"] = flusher
+        runtime.flusher = flusher
         runtime.every("metering.flush", s.flush_interval_seconds, flush_usage)
         if not s.test_clock:
             runtime.every("metering.flush_full_batches", 1, flush_full_batches)
@@ -86,9 +87,7 @@ def register_jobs(runtime: Runtime) -> None:
         runtime.every(
             "polar.reconcile_daily", 86400, alone("polar.reconcile_daily", reconcile_open_periods)
         )
-        hooks = runtime.extras.setdefault("shutdown_hooks", [])
-        assert isinstance(hooks, list)
-        hooks.append(lambda: final_flush(flusher))
+        runtime.shutdown_hooks.append(lambda: final_flush(flusher))
     else:
         log.warning("BILLING_ENABLED=false: usage records stay local (pending), nothing is sent")
 
@@ -132,8 +131,5 @@ def final_flush(flusher: Flusher) -> None:
 
 
 def flusher_pending(flusher: Flusher) -> int:
-    from orzbob.kit.db import session_scope
-    from orzbob.metering.service import metering_service
-
     with session_scope(flusher.sessions) as session:
         return metering_service.pending_count(session)

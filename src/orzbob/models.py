@@ -2,7 +2,8 @@
 
 from orzbob.accounts.models import ApiToken, Org
 from orzbob.alerts.models import BudgetAlert
-from orzbob.credits.models import AuditEntry, CreditGrant
+from orzbob.audit.models import AuditEntry
+from orzbob.credits.models import CreditGrant
 from orzbob.instances.models import Instance, InstanceEvent
 from orzbob.kit.db import Base
 from orzbob.metering.models import UsageRecord, UsageSegment

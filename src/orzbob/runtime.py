@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +16,12 @@ from orzbob.catalog.service import default_catalog, load_catalog
 from orzbob.config import Settings
 from orzbob.kit.clock import Clock, ManualClock, Scheduler, SystemClock
 from orzbob.kit.db import make_engine, make_sessionmaker, session_scope
+
+if TYPE_CHECKING:  # types only: the runtime holds these objects but never uses them itself
+    from orzbob.alerts.sender import AlertSender
+    from orzbob.metering.flusher import Flusher
+    from orzbob.polar.client import PolarGateway
+    from orzbob.polar.webhooks import WebhookVerifier
 
 
 @dataclass
@@ -26,7 +33,15 @@ class Runtime:
     clock: Clock
     scheduler: Scheduler
     catalog: Catalog
-    extras: dict[str, object] = field(default_factory=dict)
+    # Process-wide objects made on first use by the domains that own them.
+    flusher: Flusher | None = None  # set by register_jobs when billing is enabled
+    alert_sender: AlertSender | None = None
+    polar_gateway: PolarGateway | None = None
+    webhook_verifier: WebhookVerifier | None = None
+    # Run when the API or the worker stops (the final flush).
+    shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
+    # Follow the persisted test clock (API replicas without jobs, `orz worker` processes).
+    shared_test_clock: bool = False
 
     @classmethod
     def create(

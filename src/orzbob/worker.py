@@ -45,6 +45,6 @@ def run_worker(runtime: Runtime, stop: threading.Event) -> None:
         else:
             runtime.scheduler.run_forever(stop)
     finally:
-        for hook in runtime.extras.get("shutdown_hooks", []):  # type: ignore[attr-defined]
+        for hook in runtime.shutdown_hooks:
             hook()
         log.info("worker stopped")

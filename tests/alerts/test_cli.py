@@ -18,11 +18,11 @@ from orzbob.alerts.local_sink import SinkServer
 from orzbob.cli.dev import local_mail_for_dev
 from orzbob.cli.main import app as orz
 from orzbob.config import Settings
-from orzbob.polar.local_server import run_in_thread
 from orzbob.runtime import Runtime
 from tests.alerts.support import PERIOD_START, alerts, mails, send
 from tests.conftest import OrgHandle
 from tests.quota.usage import Meter
+from tests.serving import serve as run_in_thread
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "alerts"
 

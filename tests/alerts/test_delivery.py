@@ -254,7 +254,7 @@ def test_smtp_login_works_and_a_refused_login_waits_without_logging_the_password
                 "smtp_password": SecretStr("wrong-pw-123"),
             }
         )
-        runtime.extras.pop("alert_sender", None)
+        runtime.alert_sender = None
         with caplog.at_level(logging.DEBUG):
             report = send(runtime)
         assert report.stopped and report.sent == 0
@@ -265,7 +265,7 @@ def test_smtp_login_works_and_a_refused_login_waits_without_logging_the_password
         runtime.settings = runtime.settings.model_copy(
             update={"smtp_password": SecretStr("s3cr3t-pw")}
         )
-        runtime.extras.pop("alert_sender", None)
+        runtime.alert_sender = None
         runtime.clock.advance(3600)  # type: ignore[attr-defined]
         assert send(runtime).sent == 1
         assert len(server.handler.received()) == 1
@@ -295,7 +295,7 @@ def test_starttls_when_configured_and_a_server_that_requires_it_waits_otherwise(
         org = make_org("Secure", plan="free-tier")
         cross_half(runtime, org)
         runtime.settings = runtime.settings.model_copy(update={"smtp_port": server.port})
-        runtime.extras.pop("alert_sender", None)
+        runtime.alert_sender = None
         report = send(runtime)  # plain text to a server that requires TLS: a setting to fix
         assert report.stopped and "530" in report.stopped
         row = alerts(runtime, org.id)[("allowance", 50)]
@@ -303,7 +303,7 @@ def test_starttls_when_configured_and_a_server_that_requires_it_waits_otherwise(
         runtime.settings = runtime.settings.model_copy(
             update={"smtp_starttls": True, "smtp_ca_file": cert}
         )
-        runtime.extras.pop("alert_sender", None)
+        runtime.alert_sender = None
         runtime.clock.advance(3600)  # type: ignore[attr-defined]
         assert send(runtime).sent == 1
         assert len(server.handler.received()) == 1

@@ -1,22 +1,16 @@
 import json
 import os
 import subprocess
-import sys
 
 from fastapi.testclient import TestClient
 
 from orzbob.runtime import Runtime
+from tests.orz_runner import run_orz
 
 
 def orz(*args: str, db_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": db_url}
-    return subprocess.run(
-        [sys.executable, "-m", "orzbob.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_orz([*args], env=env)
 
 
 def test_org_create_prints_id_and_token_that_works(

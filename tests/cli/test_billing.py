@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +16,7 @@ from orzbob.catalog.service import default_catalog
 from orzbob.runtime import Runtime
 from tests.cli.conftest import Invoke
 from tests.conftest import OrgHandle, without_time_caps
+from tests.orz_runner import run_orz
 from tests.quota.usage import run
 
 
@@ -116,13 +115,7 @@ def test_the_installed_command_end_to_end(
         "ORZ_TOKEN": org.token,
         "XDG_CONFIG_HOME": str(tmp_path),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "orzbob.cli", "cloud", "billing", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_orz(["cloud", "billing", "--json"], env=env)
     assert proc.returncode == 0, proc.stderr
     body = json.loads(proc.stdout)
     assert (body["plan_id"], body["hours_included"], body["throttle_status"]) == (

@@ -7,16 +7,16 @@ import io
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 
-from orzbob.polar.local_server import run_in_thread
 from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle, advance
+from tests.orz_runner import run_orz
+from tests.serving import serve as run_in_thread
 
 
 @pytest.fixture
@@ -27,13 +27,7 @@ def api_url(app: FastAPI) -> Iterator[str]:
 
 def orz(api_url: str, token: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORZ_API_URL": api_url, "ORZ_TOKEN": token, "XDG_CONFIG_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "orzbob.cli", "cloud", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_orz(["cloud", *args], env=env)
 
 
 def test_instance_commands_agent_and_usage(
@@ -92,31 +86,9 @@ def test_login_saves_credentials(
     org = make_org("Loginco")
     env = {k: v for k, v in os.environ.items() if k not in ("ORZ_TOKEN", "ORZ_API_URL")}
     env["XDG_CONFIG_HOME"] = str(tmp_path)
-    login = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orzbob.cli",
-            "cloud",
-            "--api-url",
-            api_url,
-            "login",
-            "--token",
-            org.token,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    login = run_orz(["cloud", "--api-url", api_url, "login", "--token", org.token], env=env)
     assert login.returncode == 0 and "Loginco" in login.stdout, login.stderr
     saved = tmp_path / "orz" / "credentials.json"
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
-    listed = subprocess.run(
-        [sys.executable, "-m", "orzbob.cli", "cloud", "list", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listed = run_orz(["cloud", "list", "--json"], env=env)
     assert listed.returncode == 0 and json.loads(listed.stdout) == []

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from orzbob.credits.models import AuditEntry
+from orzbob.audit.models import AuditEntry
 from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle
 

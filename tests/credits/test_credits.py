@@ -10,9 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from orzbob.accounts.models import Org, Role
+from orzbob.audit.models import AuditEntry
 from orzbob.catalog.models import Catalog
 from orzbob.catalog.service import default_catalog
-from orzbob.credits.models import AuditEntry, CreditGrant
+from orzbob.credits.models import CreditGrant
 from orzbob.credits.service import credit_service
 from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle, without_time_caps

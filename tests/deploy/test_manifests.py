@@ -133,7 +133,8 @@ def test_the_image_is_multi_stage_non_root_without_test_tools_or_local_polar() -
     user = re.findall(r"^USER\s+(\S+)", final, re.M)
     assert user and user[-1].split(":")[0] not in ("0", "root")
     assert "[test]" not in text and "pytest" not in text
-    assert "rm -rf /opt/orzbob/lib/python3.11/site-packages/orzbob/polar/local_server" in text
+    assert '! /opt/orzbob/bin/python -c "import polar_local"' in text
+    assert 'include = ["orzbob*"]' in (ROOT / "pyproject.toml").read_text()
     assert "COPY --from=build /opt/orzbob /opt/orzbob" in final
     assert not re.search(r"^COPY\s+(tests|src)\b", final, re.M)
     assert 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' in final
@@ -145,7 +146,7 @@ def test_the_image_is_multi_stage_non_root_without_test_tools_or_local_polar() -
 def test_the_service_runs_without_the_local_polar_server() -> None:
     """What the image removes is never imported by the API, the jobs or `orz --help`."""
     code = (
-        "import sys; sys.modules['orzbob.polar.local_server'] = None\n"
+        "import sys; sys.modules['polar_local'] = None\n"
         "import orzbob.api.app, orzbob.jobs, orzbob.cli.main\n"
         "from typer.testing import CliRunner\n"
         "r = CliRunner().invoke(orzbob.cli.main.app, ['polar', '--help'])\n"

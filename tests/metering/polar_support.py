@@ -18,18 +18,19 @@ from orzbob.instances.service import instance_service
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.models import UsageSegment
 from orzbob.polar.client import PolarGateway
-from orzbob.polar.local_server import create_app, run_in_thread
 from orzbob.quota.allocation import UsageDraft, allocate
 from orzbob.runtime import Runtime
+from tests.polar_local.polar_local_support import local_polar as polar_server
 
 TOKEN = "polar_oat_" + "t" * 40
 
 
 @contextmanager
 def local_polar(tmp_path: Path, **kwargs: Any) -> Iterator[str]:
-    app = create_app(str(tmp_path / "polar.db"), **kwargs)
-    with run_in_thread(app) as url:
-        yield url
+    """The local Polar server (the one test helper, tests/polar_local) in `tmp_path`; yields
+    its URL."""
+    with polar_server(tmp_path / "polar.db", **kwargs) as server:
+        yield server.url
 
 
 def billing_settings(settings: Settings, url: str, **extra: Any) -> Settings:

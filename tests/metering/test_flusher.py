@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from tests.metering.polar_support import (
     make_records,
     server_stats,
 )
+from tests.orz_runner import run_orz
 
 
 def states(runtime: Runtime) -> dict[str, int]:
@@ -198,7 +200,7 @@ def test_billing_disabled_keeps_usage_local(runtime: Runtime, enabled: bool) -> 
 
     make_records(runtime, 5)
     register_jobs(runtime)
-    assert "flusher" not in runtime.extras
+    assert runtime.flusher is None
     assert all(j.name != "metering.flush" for j in runtime.scheduler.jobs)
     assert states(runtime) == {"pending": 5}
 
@@ -234,25 +236,15 @@ def test_dead_records_can_be_requeued_after_the_fix(
         flusher = flusher_for(runtime, billing_settings(runtime.settings, url))
         assert flusher.flush().dead == 1
         env = {**os.environ, "DATABASE_URL": db_url}
-        listed = subprocess.run(
-            [sys.executable, "-m", "orzbob.cli", "metering", "dead", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        counts = json.loads(run_orz(["metering", "status", "--json"], env=env).stdout)
+        assert counts["dead"] == 1 and counts["pending"] == 0 and counts["sent"] > 0
+        listed = run_orz(["metering", "dead", "--json"], env=env)
         assert str(bad_id) in listed.stdout and "past" in listed.stdout.lower()
         with runtime.session() as s:  # the cause is fixed (here: the timestamp)
             record = s.get(UsageRecord, bad_id)
             assert record is not None
             record.interval_end = real_end
-        requeued = subprocess.run(
-            [sys.executable, "-m", "orzbob.cli", "metering", "requeue", str(bad_id)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        requeued = run_orz(["metering", "requeue", str(bad_id)], env=env)
         assert requeued.returncode == 0 and "1 record(s)" in requeued.stdout
         assert flusher.flush().sent == 1
         stats = server_stats(url, org_id)

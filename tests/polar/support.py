@@ -24,8 +24,8 @@ T = TypeVar("T")
 def use_billing(runtime: Runtime, url: str, **extra: Any) -> Runtime:
     """Point the test runtime at a local Polar server with billing enabled."""
     runtime.settings = billing_settings(runtime.settings, url, **extra)
-    runtime.extras.pop("polar_gateway", None)
-    runtime.extras.pop("polar_webhook_verifier", None)
+    runtime.polar_gateway = None
+    runtime.webhook_verifier = None
     return runtime
 
 

@@ -27,7 +27,8 @@ def hooks(runtime: Runtime) -> Iterator[TestClient]:
     use_billing(runtime, "http://127.0.0.1:9")
     register_jobs(runtime)
     # Nothing listens on port 9: usage stays pending, without waiting on retries.
-    runtime.extras["flusher"].sleep = lambda _seconds: None  # type: ignore[attr-defined]
+    assert runtime.flusher is not None
+    runtime.flusher.sleep = lambda _seconds: None
     with TestClient(create_app(runtime)) as c:
         yield c
 

@@ -14,12 +14,10 @@ from polar.v2026_10 import Polar
 
 from orzbob.api.app import create_app
 from orzbob.jobs import register_jobs
-from orzbob.polar.local_server import create_app as create_polar_app
-from orzbob.polar.local_server import run_in_thread
 from orzbob.runtime import Runtime
+from polar_local import run_in_thread
 from tests.conftest import T0, OrgHandle, advance
 from tests.metering.polar_support import TOKEN
-from tests.polar.local_server.polar_local_support import wait_for
 from tests.polar.support import (
     SECRET,
     envelope,
@@ -29,6 +27,8 @@ from tests.polar.support import (
     sync_catalog,
     use_billing,
 )
+from tests.polar_local.polar_local_support import local_polar as polar_server
+from tests.polar_local.polar_local_support import wait_for
 
 DAY = 86400
 
@@ -36,17 +36,19 @@ DAY = 86400
 @contextmanager
 def service_and_polar(runtime: Runtime, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The service on a real port, and a local Polar server that sends it webhooks."""
-    with run_in_thread(create_app(runtime)) as service:
-        polar_app = create_polar_app(
+    with (
+        run_in_thread(create_app(runtime)) as service,
+        polar_server(
             tmp_path / "polar.db",
             accept_future_timestamps=True,
             webhook_url=f"{service}/v1/webhooks/polar",
             webhook_secret=SECRET,
-        )
-        with run_in_thread(polar_app) as polar:
-            use_billing(runtime, polar)
-            register_jobs(runtime)
-            yield service, polar
+        ) as server,
+    ):
+        polar = server.url
+        use_billing(runtime, polar)
+        register_jobs(runtime)
+        yield service, polar
 
 
 def test_subscription_webhooks_set_the_plan_and_cancellation_ends_it_at_period_end(

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from orzbob.accounts.models import Org, Role
+from orzbob.audit.models import AuditEntry
 from orzbob.catalog.models import Catalog
 from orzbob.catalog.service import default_catalog
-from orzbob.credits.models import AuditEntry
 from orzbob.runtime import Runtime
 from tests.conftest import T0, OrgHandle, without_time_caps
 from tests.quota.usage import Meter, move_clock_to, run

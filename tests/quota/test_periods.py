@@ -1,4 +1,4 @@
-"""Billing periods: anchored on the sign-up day, or the subscription's (SPEC §4)."""
+"""Billing periods: anchored on the sign-up day, or the subscription's (docs/spec.md §4)."""
 
 from __future__ import annotations
 

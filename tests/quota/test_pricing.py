@@ -1,4 +1,4 @@
-"""Allowance in small-hours, overage, tier lines and the estimate (SPEC §1)."""
+"""Allowance in small-hours, overage, tier lines and the estimate (docs/spec.md §1)."""
 
 from __future__ import annotations
 

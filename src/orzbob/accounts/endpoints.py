@@ -27,7 +27,7 @@ from orzbob.api.deps import (
     StaffDep,
     require_staff,
 )
-from orzbob.credits.audit import audit_service
+from orzbob.audit.service import audit_service
 from orzbob.kit.money import from_cents
 
 router = APIRouter(tags=["organizations"])

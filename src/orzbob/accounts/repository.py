@@ -8,9 +8,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import ApiToken, Org
+from orzbob.kit.repository import Repository
 
 
-class AccountRepository:
+class AccountRepository(Repository[Org]):
+    model = Org
+
     def get_org(
         self,
         session: Session,
@@ -19,18 +22,13 @@ class AccountRepository:
         lock: bool = False,
         include_deleted: bool = False,
     ) -> Org | None:
-        stmt = select(Org).where(Org.id == org_id)
-        if not include_deleted:
-            stmt = stmt.where(Org.deleted_at.is_(None))
-        if lock:
-            stmt = stmt.with_for_update(key_share=True)
-        return session.scalars(stmt).one_or_none()
+        live = () if include_deleted else (Org.deleted_at.is_(None),)
+        return self.get(session, org_id, *live, lock=lock, key_share=True)
 
     def list_orgs(self, session: Session, *, limit: int, offset: int) -> Sequence[Org]:
-        stmt = (
-            select(Org).where(Org.deleted_at.is_(None)).order_by(Org.id).limit(limit).offset(offset)
+        return self.page(
+            session, select(Org).where(Org.deleted_at.is_(None)), limit=limit, offset=offset
         )
-        return session.scalars(stmt).all()
 
     def token_with_org(self, session: Session, token_hash: str) -> Any:
         """The token and whether its org is deleted, in one query."""

@@ -1,4 +1,4 @@
-"""Crossing thresholds (SPEC §5): evaluated in the transaction that writes usage, when a
+"""Crossing thresholds (docs/spec.md §5): evaluated in the transaction that writes usage, when a
 spend limit changes, and by a periodic catch-up. Each (org, period, kind, threshold) row is
 written once; when several thresholds are crossed at once only the highest is sent and the
 lower ones are recorded as covered."""

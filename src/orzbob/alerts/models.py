@@ -35,7 +35,7 @@ THRESHOLDS: dict[AlertKind, tuple[int, ...]] = {
 
 
 class BudgetAlert(Base):
-    """One threshold of one org in one period: the e-mail outbox row (SPEC §5).
+    """One threshold of one org in one period: the e-mail outbox row (docs/spec.md §5).
 
     Unique on (org, period, kind, threshold), written in the transaction that crossed it, so
     an alert exists at most once whatever crashes. Re-arming reuses the row (state `rearmed`)

@@ -1,4 +1,4 @@
-"""Delivers raised alerts over SMTP with aiosmtplib (SPEC §5).
+"""Delivers raised alerts over SMTP with aiosmtplib (docs/spec.md §5).
 
 Claim in a short transaction (`FOR UPDATE SKIP LOCKED` plus a lease, so two senders never
 take the same alert), commit, talk SMTP with no transaction open, then record each outcome in

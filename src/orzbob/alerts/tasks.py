@@ -17,13 +17,11 @@ CATCHUP_PAGE = 500
 
 
 def sender_for(runtime: Runtime) -> AlertSender:
-    sender = runtime.extras.get("alert_sender")
-    if not isinstance(sender, AlertSender):
-        sender = AlertSender(
+    if runtime.alert_sender is None:
+        runtime.alert_sender = AlertSender(
             sessions=runtime.sessions, settings=runtime.settings, clock=runtime.clock
         )
-        runtime.extras["alert_sender"] = sender
-    return sender
+    return runtime.alert_sender
 
 
 def send_alerts(runtime: Runtime) -> int | Idle:

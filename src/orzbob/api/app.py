@@ -69,7 +69,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
             stop.set()
             if worker is not None:
                 worker.join(timeout=30)
-            for hook in runtime.extras.get("shutdown_hooks", []):  # type: ignore[attr-defined]
+            for hook in runtime.shutdown_hooks:
                 hook()
 
     app = FastAPI(

@@ -12,8 +12,8 @@ from rich.table import Column, Table
 from orzbob.accounts.models import Role
 from orzbob.accounts.schemas import OrgCreate
 from orzbob.accounts.service import account_service
+from orzbob.audit.service import audit_service
 from orzbob.cli.common import console, fail, line, print_json, run_db, safe
-from orzbob.credits.audit import audit_service
 from orzbob.runtime import Runtime
 
 app = typer.Typer(help="Administration: organizations and API tokens.", no_args_is_help=True)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from orzbob.cli.billing_view import render_billing
 from orzbob.cli.client import ApiClient
-from orzbob.cli.common import console, fail, print_json, safe
+from orzbob.cli.output import console, fail, print_json, safe
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]
 OrgOpt = Annotated[str, typer.Option("--org", help="Organization id.")]

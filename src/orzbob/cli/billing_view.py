@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from orzbob.cli.common import line, safe
+from orzbob.cli.output import line, safe
 
 # How the status line names each cap: the customer's words, not the cap id.
 CAP_REASONS = {

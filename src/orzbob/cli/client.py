@@ -6,11 +6,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
+from orzbob.cli.output import fail
 
-from orzbob.cli.common import fail
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 
@@ -69,6 +70,10 @@ class ApiClient:
         if not (self.token.isascii() and self.token.isprintable()):
             fail("the API token has characters no token contains; check --token or ORZ_TOKEN")
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        # Loaded when a command first talks to the API, not at start-up: `orz cloud --help`
+        # and argument errors answer without it (a tenth of a second; docs/architecture.md).
+        import httpx
+
         try:
             if self._http is None:
                 self._http = httpx.Client(timeout=30.0)

@@ -10,9 +10,11 @@ from rich.table import Column, Table
 
 from orzbob.cli.billing import register_cloud_commands
 from orzbob.cli.client import ApiClient, save_credentials
-from orzbob.cli.common import console, err_console, line, print_json, safe
+from orzbob.cli.output import console, err_console, line, print_json, safe
 
 app = typer.Typer(help="Your cloud instances, usage and bill.", no_args_is_help=True)
+# `orz login` is `orz cloud login` at the top level.
+login_app = typer.Typer()
 register_cloud_commands(app)  # `billing` and `spend-limit …` (cli/billing.py)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]
@@ -51,6 +53,7 @@ def _show(instance: dict[str, Any], json_out: bool, verb: str | None = None) -> 
     )
 
 
+@login_app.command("login")
 @app.command("login")
 def login(
     ctx: typer.Context,

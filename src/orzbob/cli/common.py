@@ -1,63 +1,24 @@
-"""Shared CLI helpers: settings, runtime, JSON output and clean error exits."""
+"""Shared CLI helpers of the commands that use the database: settings, runtime and clean error
+exits. Terminal output lives in `orzbob.cli.output` (re-exported here)."""
 
 from __future__ import annotations
 
-import json
-import sys
-import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import TypeVar
 
-import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.text import Text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from orzbob.cli.output import console, err_console, escape_controls, fail, line, print_json, safe
 from orzbob.config import Settings, load_settings
 from orzbob.kit.errors import ConfigError, OrzbobError
 from orzbob.runtime import Runtime
 
-console = Console()
-err_console = Console(stderr=True)
 T = TypeVar("T")
 # The database URL of this command, for error messages (set by `settings_or_exit`).
 _current_url: dict[str, str] = {}
-
-
-# Bidirectional overrides reorder what a terminal shows; they are escaped like control codes.
-_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def escape_controls(value: object) -> str:
-    """Text from the server or the database, made safe for a terminal: control characters
-    (ESC sequences, carriage returns, bell…) and bidi overrides become visible escapes."""
-    text = "" if value is None else str(value)
-    return "".join(
-        c.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(c) == "Cc" or c in _BIDI
-        else c
-        for c in text
-    )
-
-
-def safe(value: object, style: str = "") -> Text:
-    """A Rich `Text` that is printed as is: never parsed as markup, controls escaped."""
-    return Text(escape_controls(value), style=style)
-
-
-def line(*parts: str | Text | tuple[str, str]) -> Text:
-    """One printed line from pieces: plain strings and `(text, style)` pairs are our own
-    wording; server or database values must come in as `safe(...)`."""
-    return Text.assemble(*parts)
-
-
-def fail(message: str | Text, code: int = 1) -> NoReturn:
-    body = message if isinstance(message, Text) else safe(message)
-    err_console.print(line(("error: ", "bold red"), body), highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def settings_or_exit() -> Settings:
@@ -124,10 +85,6 @@ def runtime_or_exit() -> Runtime:
     raise AssertionError("unreachable")
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 def run_db(fn: Callable[[Runtime], T]) -> T:
     runtime = runtime_or_exit()
     try:
@@ -136,3 +93,18 @@ def run_db(fn: Callable[[Runtime], T]) -> T:
     finally:
         runtime.engine.dispose()
     raise AssertionError("unreachable")
+
+
+__all__ = [
+    "cli_errors",
+    "console",
+    "err_console",
+    "escape_controls",
+    "fail",
+    "line",
+    "print_json",
+    "run_db",
+    "runtime_or_exit",
+    "safe",
+    "settings_or_exit",
+]

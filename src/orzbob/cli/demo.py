@@ -229,3 +229,7 @@ def demo(
         highlight=False,
         soft_wrap=True,
     )
+
+
+demo_app = typer.Typer()
+demo_app.command("demo")(demo)

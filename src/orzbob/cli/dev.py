@@ -23,6 +23,12 @@ from orzbob.runtime import Runtime
 LOCAL_DB = Path("var/polar-local.db")
 LOCAL_MAIL = Path("var/mail")
 
+# `polar_local` ships with a development checkout, not with a production install.
+POLAR_LOCAL_MISSING = (
+    "the local Polar-compatible server is not installed here: `orz dev` and "
+    "`orz polar serve-local` run from a development checkout (`make run`)"
+)
+
 
 def _reachable_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
@@ -35,7 +41,10 @@ def local_polar_for_dev(
     """Start the local Polar server (webhooks to this service), and yield the dev settings
     plus a hook that syncs the catalog to it once the database is ready. The server stops
     when the block exits (when the service stops)."""
-    from orzbob.polar.local_server import ServerThread, create_app
+    try:
+        from polar_local import ServerThread, create_app
+    except ImportError:  # a production install leaves the development server out
+        fail(POLAR_LOCAL_MISSING)
 
     if settings.env == "production":
         fail("`orz dev` is for development; use `orz server` with real credentials")
@@ -49,6 +58,7 @@ def local_polar_for_dev(
         accept_future_timestamps=settings.test_clock,
         webhook_url=f"{service}/v1/webhooks/polar",
         webhook_secret=webhook_secret,
+        control_api=True,  # development: `/_control/stats` and friends are for the developer
     )
     try:
         polar = ServerThread(app, host="127.0.0.1", port=polar_port)
@@ -116,7 +126,11 @@ def local_mail_for_dev(
     """Start the local mail sink (SMTP, kept in ./var/mail, shown on a web page) and yield
     settings that send alert e-mail to it. Development only: `orz server` never starts it."""
     from orzbob.alerts.local_sink import SinkHandler, SinkServer, viewer_app
-    from orzbob.polar.local_server import ServerThread
+
+    try:
+        from polar_local import ServerThread
+    except ImportError:  # a production install leaves the development server out
+        fail(POLAR_LOCAL_MISSING)
 
     if settings.env == "production":
         fail("`orz dev` is for development; use `orz server` with a real SMTP server")

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import func, select
 
 from orzbob.cli.common import (
     cli_errors,
@@ -25,7 +24,7 @@ from orzbob.cli.common import (
     safe,
     settings_or_exit,
 )
-from orzbob.metering.models import RecordState, UsageRecord
+from orzbob.cli.dev import POLAR_LOCAL_MISSING
 from orzbob.metering.service import metering_service
 from orzbob.runtime import Runtime
 
@@ -43,10 +42,7 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     def work(rt: Runtime) -> dict[str, int]:
         with rt.session() as s:
-            rows = s.execute(
-                select(UsageRecord.state, func.count()).group_by(UsageRecord.state)
-            ).all()
-        return {"pending": 0, "sent": 0, "dead": 0, **{state: n for state, n in rows}}
+            return metering_service.queue_counts(s)
 
     counts = run_db(work)
     if json_out:
@@ -65,12 +61,7 @@ def dead(
 
     def work(rt: Runtime) -> list[dict[str, str]]:
         with rt.session() as s:
-            rows = s.scalars(
-                select(UsageRecord)
-                .where(UsageRecord.state == RecordState.DEAD.value)
-                .order_by(UsageRecord.id)
-                .limit(limit)
-            ).all()
+            rows = metering_service.dead_records(s, limit=limit)
             return [
                 {
                     "id": str(r.id),
@@ -192,7 +183,10 @@ def serve_local(
     ] = None,
 ) -> None:
     """Run the bundled local Polar-compatible server (development, demos, tests)."""
-    from orzbob.polar.local_server import serve
+    try:
+        from polar_local import serve
+    except ImportError:  # a production install leaves the development server out
+        fail(POLAR_LOCAL_MISSING)
 
     db.parent.mkdir(parents=True, exist_ok=True)
     serve(
@@ -202,6 +196,7 @@ def serve_local(
         accept_future_timestamps=accept_future_timestamps,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
+        control_api=True,  # a development command: its control API is the point
     )
 
 

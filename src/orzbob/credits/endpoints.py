@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal
 from orzbob.api.deps import NowDep, SessionDep, StaffDep, require_staff
-from orzbob.credits.audit import audit_service
+from orzbob.audit.service import audit_service
 from orzbob.credits.models import CreditGrant
 from orzbob.credits.schemas import AuditEntryOut, AuditPage, CreditGrantIn, CreditOut
 from orzbob.credits.service import credit_service

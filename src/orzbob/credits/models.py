@@ -3,7 +3,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -59,24 +58,3 @@ class CreditGrant(Base):
     # The Polar discount this grant was put on, recorded before the discount is attached: if
     # an invoice redeems it, the grant is spent even when the run died before marking it.
     polar_discount_id: Mapped[str | None] = mapped_column(String(64))
-
-
-class AuditEntry(Base):
-    """Append-only record of every money-relevant staff or admin action.
-
-    No code path updates or deletes a row; the migration also makes the database refuse it."""
-
-    __tablename__ = "audit_log"
-    __table_args__ = (
-        # Pages are read newest first by (time-ordered) id, per org or across all orgs.
-        Index("ix_audit_log_org_id", "org_id", "id"),
-    )
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    at: Mapped[datetime]
-    org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orgs.id"))
-    actor_token_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_tokens.id"))
-    actor_role: Mapped[str] = mapped_column(String(32))
-    action: Mapped[str] = mapped_column(String(64))
-    reason: Mapped[str | None] = mapped_column(Text)
-    details: Mapped[dict[str, Any]]

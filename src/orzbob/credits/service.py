@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org, Role
 from orzbob.accounts.service import Principal, account_service
-from orzbob.credits.audit import audit_service
+from orzbob.audit.service import audit_service
 from orzbob.credits.models import CreditGrant, PolarState
 from orzbob.kit.errors import Conflict, Forbidden, NotFound
 from orzbob.kit.money import format_usd, from_cents, to_cents
 from orzbob.quota.allocation import org_period
 
-# Per-grant ceilings by staff role (SPEC §9); None is unlimited.
+# Per-grant ceilings by staff role (docs/spec.md §9); None is unlimited.
 ROLE_LIMITS_CENTS: dict[Role, int | None] = {
     Role.SUPPORT_L1: 50_00,
     Role.SUPPORT_L2: 500_00,

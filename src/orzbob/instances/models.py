@@ -28,7 +28,7 @@ class Reason(StrEnum):
     ADMIN = "admin"
 
 
-# Legal moves of the state machine (SPEC §2); `stopped` is final.
+# Legal moves of the state machine (docs/spec.md §2); `stopped` is final.
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.PENDING: frozenset({State.RUNNING, State.STOPPED}),
     State.RUNNING: frozenset({State.PAUSED, State.STOPPED}),

@@ -1,5 +1,5 @@
 """Where instances actually run. The default provider runs nothing heavy: it records the
-transitions, and the heartbeat API drives activity (SPEC §2)."""
+transitions, and the heartbeat API drives activity (docs/spec.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The instance lifecycle (SPEC §2) and the usage it produces.
+"""The instance lifecycle (docs/spec.md §2) and the usage it produces.
 
 Lock order, everywhere: org row → instance row → usage segment → quota period. Row locks are
 `FOR NO KEY UPDATE` (key_share=True) so the foreign-key checks of inserts that reference a

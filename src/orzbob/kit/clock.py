@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from orzbob.kit.metrics import job_failures_total
+
 log = logging.getLogger(__name__)
 
 
@@ -120,8 +122,6 @@ class Scheduler:
             result = job.fn(at)
         except Exception:  # one failing job must not stop the others; it runs again next time
             log.exception("periodic job %s failed", job.name)
-            from orzbob.kit.metrics import job_failures_total
-
             job_failures_total.labels(job=job.name).inc()
             result = None
         job.runs += 1

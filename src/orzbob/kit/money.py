@@ -13,7 +13,7 @@ def round_cents(amount: Decimal) -> Decimal:
 
 
 def minutes_cost(minutes: int, hourly_rate: Decimal) -> Decimal:
-    """Cost of `minutes` at `hourly_rate`, rounded to the cent once (SPEC §1)."""
+    """Cost of `minutes` at `hourly_rate`, rounded to the cent once (docs/spec.md §1)."""
     return round_cents(Decimal(minutes) * hourly_rate / Decimal(60))
 
 

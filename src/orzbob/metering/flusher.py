@@ -1,4 +1,4 @@
-"""Ships unsent usage records to Polar (SPEC §3): batches, retries, dead letters.
+"""Ships unsent usage records to Polar (docs/spec.md §3): batches, retries, dead letters.
 
 Records are claimed with a lease in a short transaction (`FOR UPDATE SKIP LOCKED` on
 PostgreSQL, so several flushers never claim the same record), then sent with no lock held,

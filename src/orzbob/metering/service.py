@@ -1,4 +1,5 @@
-"""Segments and usage records: run time turned into whole minutes, exactly once (SPEC §3)."""
+"""Segments and usage records: run time turned into whole minutes, exactly once
+(docs/spec.md §3)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance
 from orzbob.kit.errors import Conflict
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
+from orzbob.metering.repository import usage_records
 from orzbob.quota.allocation import UsageDraft, allocate, allocate_many
 from orzbob.quota.periods import boundaries_between
 
 _MICROSECOND = timedelta(microseconds=1)
 
-# Caps cut usage (SPEC §6): the throttle domain registers limiters that say, for the open
+# Caps cut usage (docs/spec.md §6): the throttle domain registers limiters that say, for the open
 # segments of the given orgs, the latest instant each may be counted to. `closing` maps a
 # segment being closed to the moment it closes (a user's pause counts up to then, not up to
 # the last heartbeat). Segments a limiter does not name are not limited by it.
@@ -234,15 +236,16 @@ class MeteringService:
                 segment.counted_until = point
         return drafts
 
+    # -- the flusher's queue, for operations (`orz metering …`) ----------------------------
     def pending_count(self, session: Session) -> int:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(UsageRecord)
-                .where(UsageRecord.state == RecordState.PENDING.value)
-            )
-            or 0
-        )
+        return usage_records.pending_count(session)
+
+    def queue_counts(self, session: Session) -> dict[str, int]:
+        """Usage records by state, every state present."""
+        return {"pending": 0, "sent": 0, "dead": 0, **usage_records.count_by_state(session)}
+
+    def dead_records(self, session: Session, *, limit: int) -> Sequence[UsageRecord]:
+        return usage_records.dead(session, limit=limit)
 
     def records_in(
         self,

@@ -12,7 +12,6 @@ from orzbob.accounts.models import Org
 from orzbob.instances.models import Instance
 from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
-from orzbob.metering.flusher import Flusher
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 from orzbob.metering.service import metering_service
 from orzbob.quota.models import DailyUsage
@@ -71,8 +70,8 @@ def _update_daily_gauge(runtime: Runtime) -> None:
 
 def flush_usage(runtime: Runtime) -> int | Idle:
     """Ship pending usage records to Polar (registered only when billing is enabled)."""
-    flusher = runtime.extras["flusher"]
-    assert isinstance(flusher, Flusher)
+    flusher = runtime.flusher
+    assert flusher is not None, "flush_usage is registered only with a flusher"
     report = flusher.flush()
     if report.stopped:
         log.warning("flush stopped early: %s", report.stopped)
@@ -83,8 +82,8 @@ def flush_usage(runtime: Runtime) -> int | Idle:
 
 def flush_full_batches(runtime: Runtime) -> int:
     """Real-time helper: flush before the interval when a full batch is already waiting."""
-    flusher = runtime.extras["flusher"]
-    assert isinstance(flusher, Flusher)
+    flusher = runtime.flusher
+    assert flusher is not None, "flush_full_batches is registered only with a flusher"
     with runtime.session() as session:
         waiting = session.scalar(
             select(func.count()).select_from(

@@ -3,6 +3,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from orzbob.kit.db import make_engine
 from orzbob.models import Base
 
 config = context.config
@@ -24,8 +25,6 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    from orzbob.kit.db import make_engine
-
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as conn:
         _run(conn)

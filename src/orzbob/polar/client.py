@@ -223,10 +223,9 @@ class PolarGateway:
 
 def gateway_for(runtime: Runtime) -> PolarGateway:
     """The runtime's shared gateway for request-time calls (one SDK client per process)."""
-    gateway = runtime.extras.get("polar_gateway")
-    if not isinstance(gateway, PolarGateway):
-        gateway = runtime.extras["polar_gateway"] = PolarGateway(runtime.settings)
-    return gateway
+    if runtime.polar_gateway is None:
+        runtime.polar_gateway = PolarGateway(runtime.settings)
+    return runtime.polar_gateway
 
 
 def _validation_message(exc: HTTPValidationError) -> str:

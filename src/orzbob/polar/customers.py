@@ -23,7 +23,7 @@ from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
 
 log = logging.getLogger(__name__)
 
-# Polar answers a duplicate with 422 at one of these locations (polar-api.md §5).
+# Polar answers a duplicate with 422 at one of these locations.
 _DUPLICATE_FIELDS = ("body.email", "body.external_id")
 
 

@@ -67,10 +67,9 @@ def _verifier(runtime: Runtime) -> WebhookVerifier:
     value = secret.get_secret_value() if secret else ""
     if not value:
         raise WebhooksNotConfigured("POLAR_WEBHOOK_SECRET is not set on this service.")
-    cached = runtime.extras.get("polar_webhook_verifier")
-    if not isinstance(cached, WebhookVerifier):
-        cached = runtime.extras["polar_webhook_verifier"] = WebhookVerifier(value)
-    return cached
+    if runtime.webhook_verifier is None:
+        runtime.webhook_verifier = WebhookVerifier(value)
+    return runtime.webhook_verifier
 
 
 def _signature_header(name: str, description: str) -> dict[str, object]:

@@ -28,12 +28,12 @@ class WebhookDelivery(Base):
 
 class PlanChangeReason(StrEnum):
     CANCELED = "canceled"  # cancel at period end: access continues until then
-    ENDED = "ended"  # revoked, unpaid or expired: SPEC §7 still waits for the period end
+    ENDED = "ended"  # revoked, unpaid or expired: docs/spec.md §7 still waits for the period end
 
 
 class ScheduledPlanChange(Base):
     """A plan change that takes effect later: a canceled or revoked subscription returns the
-    org to the default plan at the end of the period it paid for (SPEC §7).
+    org to the default plan at the end of the period it paid for (docs/spec.md §7).
 
     At most one is pending per org; rows are kept once applied or canceled, as history.
     """

@@ -3,7 +3,7 @@
 Each subscription webhook carries the whole subscription, so the org is set from that
 snapshot whatever the event type: a live subscription grants the plan its product names
 (`metadata.orzbob_plan`, written by `orz polar sync`); a canceled or ended one returns the
-org to the catalog's default plan at the end of the period (SPEC §7), through a scheduled
+org to the catalog's default plan at the end of the period (docs/spec.md §7), through a scheduled
 change that a periodic job applies. Polar delivers webhooks FIFO per endpoint, so snapshots
 arrive in the order they happened.
 

@@ -192,7 +192,7 @@ class WebhookService:
         self, session: Session, envelope: Envelope, *, catalog: Catalog, now: datetime
     ) -> Outcome:
         if envelope.type not in SUBSCRIPTION_EVENTS:
-            # Includes customer.state_changed, whose SDK model is broken (polar-api.md §0).
+            # Includes customer.state_changed, whose model in polar-sdk 1.0.2 fails to parse.
             return Outcome("ignored", f"event type {envelope.type!r} is not used")
         try:
             sub = SubscriptionPayload.model_validate(envelope.data)

@@ -1,4 +1,4 @@
-"""Allocating usage to the allowance, in the transaction that records it (SPEC §1, §4)."""
+"""Allocating usage to the allowance, in the transaction that records it (docs/spec.md §1, §4)."""
 
 from __future__ import annotations
 

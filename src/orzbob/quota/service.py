@@ -1,4 +1,4 @@
-"""An org's quota and bill for the current period, read from rollups only (SPEC §1, §4).
+"""An org's quota and bill for the current period, read from rollups only (docs/spec.md §1, §4).
 
 Nothing here scans usage records: the period row, the tier rollups and today's daily row are
 maintained in the transaction that writes each record, so a status read is a handful of
@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import Principal, account_service
+from orzbob.audit.service import audit_service
 from orzbob.catalog.models import Catalog, Plan
-from orzbob.credits.audit import audit_service
 from orzbob.kit.errors import Unprocessable
 from orzbob.kit.money import ZERO, format_usd, from_cents, minutes_cost, to_cents
 from orzbob.quota.allocation import org_period

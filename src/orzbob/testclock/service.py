@@ -1,4 +1,4 @@
-"""The test clock: stands still, and moves only when staff advance it (SPEC §10)."""
+"""The test clock: stands still, and moves only when staff advance it (docs/spec.md §10)."""
 
 from __future__ import annotations
 
@@ -33,17 +33,14 @@ def restore(runtime: Runtime) -> None:
                 job.next_run = max(job.next_run, state.now + job.interval)
 
 
-SHARED = "shared_test_clock"
-
-
 def share(runtime: Runtime) -> None:
     """Make this process follow the persisted test clock: API replicas that run no jobs and
     `orz worker` processes, so one advance moves every process of the deployment."""
-    runtime.extras[SHARED] = True
+    runtime.shared_test_clock = True
 
 
 def is_shared(runtime: Runtime) -> bool:
-    return bool(runtime.extras.get(SHARED))
+    return runtime.shared_test_clock
 
 
 def follow(runtime: Runtime) -> bool:

@@ -1,4 +1,4 @@
-"""Caps that pause instances (SPEC §6): idle, 8-hour continuous run, 24 instance-hours a UTC
+"""Caps that pause instances (docs/spec.md §6): idle, 8-hour continuous run, 24 instance-hours a UTC
 day, the free allowance's hard stop and the customer's spend limit.
 
 Where each is enforced:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from . import (
 )
 from .common import Clock, utc_now
 from .context import ServerContext
-from .errors import InvalidToken, Unauthorized, install_error_handlers
+from .errors import ControlDisabled, InvalidToken, Unauthorized, install_error_handlers
 from .faults import FaultInjector, FaultMiddleware
 from .store import Store
 from .webhooks import WebhookSender
@@ -41,6 +41,14 @@ def require_token(request: Request) -> None:
         raise InvalidToken()
 
 
+def _control_gate(enabled: bool) -> Callable[[], None]:
+    def gate() -> None:
+        if not enabled:
+            raise ControlDisabled()
+
+    return gate
+
+
 def create_app(
     db_path: str | Path,
     *,
@@ -52,6 +60,7 @@ def create_app(
     webhook_retry_max_seconds: float = 20 * 60.0,
     record_requests: bool = True,
     clock: Clock = utc_now,
+    control_api: bool = False,
 ) -> FastAPI:
     """Build the app around the SQLite file at `db_path` (created if missing, reused if not).
 
@@ -59,6 +68,10 @@ def create_app(
     client running on a test clock). Webhooks go to `webhook_url`, signed with
     `webhook_secret`; both can be changed later through `PUT /_control/webhooks`. `clock`
     drives object timestamps and the "not in the future" check.
+
+    `control_api` opens `/_control` (reset, fault injection, direct subscription setup), which
+    has no authentication: only `orz dev`, `orz polar serve-local` and the tests turn it on.
+    Otherwise every control call is refused with 403.
     """
     store = Store(db_path)
     webhooks = WebhookSender(
@@ -92,7 +105,7 @@ def create_app(
         routes_discounts,
     ):
         app.include_router(module.router, dependencies=auth)
-    app.include_router(control.router)
+    app.include_router(control.router, dependencies=[Depends(_control_gate(control_api))])
     recorder = store.log_request if record_requests else None
     app.add_middleware(FaultMiddleware, faults=faults, recorder=recorder)
     return app

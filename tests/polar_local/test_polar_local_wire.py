@@ -12,7 +12,7 @@ from polar.base import deserialize
 from polar.v2026_10 import outputs as o
 from polar.v2026_10.webhooks import WebhookSubscriptionCreatedPayload
 
-from tests.polar.local_server.polar_local_support import TOKEN, local_polar
+from tests.polar_local.polar_local_support import TOKEN, local_polar
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -1,4 +1,4 @@
-"""Meter filters and aggregations evaluated over stored events (polar-api.md §3)."""
+"""Meter filters and aggregations evaluated over stored events, as Polar evaluates them."""
 
 from __future__ import annotations
 

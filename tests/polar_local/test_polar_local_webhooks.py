@@ -12,7 +12,7 @@ from polar.v2026_10.webhooks import (
     validate_event,
 )
 
-from tests.polar.local_server.polar_local_support import (
+from tests.polar_local.polar_local_support import (
     LocalPolar,
     local_polar,
     make_catalog,

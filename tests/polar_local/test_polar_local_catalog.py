@@ -11,7 +11,7 @@ import pytest
 from polar.v2026_10.errors import HTTPValidationError, ResourceNotFound
 from polar.v2026_10.outputs import ProductPriceFixed, ProductPriceMeteredUnit
 
-from tests.polar.local_server.polar_local_support import LocalPolar, local_polar, make_catalog
+from tests.polar_local.polar_local_support import LocalPolar, local_polar, make_catalog
 
 NAME_FILTER = {
     "conjunction": "and",

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.service import Principal
-from orzbob.credits.models import AuditEntry
+from orzbob.audit.models import AuditEntry
 
 
 class AuditService:

@@ -34,7 +34,7 @@ def parse_iso(value: str) -> datetime:
 
 
 def new_id() -> str:
-    # Time-ordered keys keep SQLite inserts of high-volume rows fast (see STYLE.md).
+    # Time-ordered keys keep SQLite inserts of high-volume rows fast.
     return str(uuid6.uuid7())
 
 

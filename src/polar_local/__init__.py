@@ -1,10 +1,10 @@
 """A local Polar.sh-compatible server for development, demos and tests.
 
-It speaks the wire format of the project's `polar-api.md` notes for the calls this project makes,
+It speaks Polar's wire format for the calls this project makes,
 so `polar-sdk` 1.x (`Polar("polar_oat_...", base_url=URL)`) parses every answer. Data lives in
 a SQLite file and survives restarts.
 
-    from orzbob.polar.local_server import create_app, run_in_thread
+    from polar_local import create_app, run_in_thread
 
     with run_in_thread(create_app("polar.db")) as url:
         polar = Polar("polar_oat_dev", base_url=url)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from polar.v2026_10.errors import HTTPValidationError, ResourceNotFound
 
-from tests.polar.local_server.polar_local_support import TOKEN, LocalPolar, local_polar
+from tests.polar_local.polar_local_support import TOKEN, LocalPolar, local_polar
 
 
 @pytest.fixture

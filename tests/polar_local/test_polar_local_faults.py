@@ -9,7 +9,7 @@ import httpx
 import pytest
 from polar.base import PolarNetworkError, PolarRateLimitError, PolarServerError
 
-from tests.polar.local_server.polar_local_support import LocalPolar, local_polar
+from tests.polar_local.polar_local_support import LocalPolar, local_polar
 
 EVENT = {"name": "instance.minutes", "external_customer_id": "org_1", "metadata": {"minutes": 1}}
 

@@ -127,6 +127,7 @@ def serve(
     accept_future_timestamps: bool = False,
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
+    control_api: bool = False,
 ) -> None:
     """Serve the local Polar-compatible server in the foreground until interrupted."""
     # Imported here so that tests using only the thread runner need not load the server.
@@ -137,5 +138,6 @@ def serve(
         accept_future_timestamps=accept_future_timestamps,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
+        control_api=control_api,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")

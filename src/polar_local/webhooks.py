@@ -1,4 +1,4 @@
-"""Signed webhook delivery, the way Polar delivers to a legacy endpoint (polar-api.md §8).
+"""Signed webhook delivery, the way Polar delivers to a legacy endpoint.
 
 Each event gets one `webhook-id` that stays the same on every retry; each attempt is signed
 afresh with its own `webhook-timestamp`. Delivery runs on one background thread, FIFO per

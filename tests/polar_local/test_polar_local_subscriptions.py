@@ -15,7 +15,7 @@ from polar.v2026_10.errors import (
     SubscriptionsUpdate409Error,
 )
 
-from tests.polar.local_server.polar_local_support import LocalPolar, local_polar, make_catalog
+from tests.polar_local.polar_local_support import LocalPolar, local_polar, make_catalog
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """`/_control`: inspection, reset, fault injection, webhooks and direct subscription setup.
 
 No authentication: this API exists only on the local server. Shapes are documented in the
-package docstring (`orzbob.polar.local_server`).
+package docstring (`polar_local`).
 """
 
 from __future__ import annotations

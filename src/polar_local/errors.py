@@ -1,4 +1,4 @@
-"""Error bodies shaped like Polar's (polar-api.md §9), and the handlers that render them."""
+"""Error bodies shaped like Polar's, and the handlers that render them."""
 
 from __future__ import annotations
 
@@ -43,6 +43,19 @@ class Unauthorized(ApiError):
     def __init__(self) -> None:
         super().__init__(
             401, "Unauthorized", "Unauthorized", {"WWW-Authenticate": 'Bearer realm="polar"'}
+        )
+
+
+class ControlDisabled(ApiError):
+    """`/_control` resets data and injects faults without authentication, so a server that was
+    not started for development or tests refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            403,
+            "ControlDisabled",
+            "The control API is only available on a server started for development or tests "
+            "(create_app(..., control_api=True)).",
         )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orzbob.polar.local_server import ServerThread, run_in_thread
+from polar_local import ServerThread, run_in_thread
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:

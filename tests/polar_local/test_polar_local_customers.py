@@ -10,7 +10,7 @@ import pytest
 from polar.v2026_10.errors import HTTPValidationError, ResourceNotFound
 from polar.v2026_10.outputs import CustomerIndividual
 
-from tests.polar.local_server.polar_local_support import LocalPolar, local_polar, make_catalog
+from tests.polar_local.polar_local_support import LocalPolar, local_polar, make_catalog
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from polar.v2026_10 import Polar
 
-from orzbob.polar.local_server import create_app, run_in_thread
+from polar_local import create_app, run_in_thread
 
 TOKEN = "polar_oat_local_test_token"
 T = TypeVar("T")
@@ -36,7 +36,7 @@ class LocalPolar:
 
 @contextmanager
 def local_polar(db_path: Path, **options: Any) -> Iterator[LocalPolar]:
-    app = create_app(db_path, **options)
+    app = create_app(db_path, control_api=True, **options)
     with ExitStack() as stack:
         url = stack.enter_context(run_in_thread(app))
         polar = stack.enter_context(Polar(TOKEN, base_url=url))

@@ -1,0 +1,1 @@
+"""The audit log of money-relevant staff and admin actions."""
