@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     test_clock: bool = Field(False, validation_alias="ORZBOB_TEST_CLOCK")
     run_jobs: bool = Field(True, validation_alias="ORZBOB_RUN_JOBS")
     access_log: bool = Field(False, validation_alias="ORZBOB_ACCESS_LOG")
+    # Where `orz worker` serves /metrics (the counters only workers move); unset: nowhere.
+    metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias="ORZBOB_METRICS_PORT")
     # A name for this process that survives its restarts (a pod or unit name), unique among
     # live processes: at start the flusher takes back the claims its previous run left.
     worker_id: str | None = Field(

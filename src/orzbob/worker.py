@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from prometheus_client import start_http_server
 from sqlalchemy.exc import OperationalError
 
 from orzbob.jobs import register_jobs
+from orzbob.kit.metrics import REGISTRY
 from orzbob.runtime import Runtime
 from orzbob.testclock import service as testclock_service
 
@@ -22,8 +24,18 @@ FOLLOW_SECONDS = 0.05
 RETRY_SECONDS = 1.0
 
 
+def serve_metrics(port: int, host: str = "0.0.0.0") -> int:
+    """Serve /metrics of this process (the same registry the API exports) on `port`;
+    returns the port bound (0 picks a free one)."""
+    server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+    return int(server.server_port)
+
+
 def run_worker(runtime: Runtime, stop: threading.Event) -> None:
     """Run the jobs until `stop` is set, then run the shutdown hooks (a last flush)."""
+    if runtime.settings.metrics_port is not None:
+        port = serve_metrics(runtime.settings.metrics_port)
+        log.info("worker metrics at http://0.0.0.0:%d/metrics", port)
     register_jobs(runtime)
     names = ", ".join(j.name for j in runtime.scheduler.jobs)
     log.info("worker %s running jobs: %s", runtime.settings.worker_id or "(unnamed)", names)
