@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from orzbob.api.deps import SessionDep, StaffDep
+from orzbob.api.openapi import errors
 from orzbob.kit.errors import NotFound
 from orzbob.polar.reconcile_service import reconcile_service, run_view
 
 router = APIRouter(prefix="/v1/admin/reconcile", tags=["support"])
 
 
-@router.get("/latest")
+@router.get("/latest", responses=errors(404))
 def latest_reconcile(
     principal: StaffDep,
     session: SessionDep,
