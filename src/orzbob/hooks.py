@@ -46,3 +46,5 @@ def install_hooks() -> None:
     _register(accounts.plan_changed_hooks, plan_changes.apply_new_plan)
     # A scheduled change that fell due holds usage back until it is applied.
     _register(metering.usage_cuts, subscription_service.due_cuts)
+    # ... and a pause, a stop or a sweep that closes usage applies that change first.
+    _register(instances.due_changes, subscription_service.apply_due_change)

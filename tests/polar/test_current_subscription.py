@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from orzbob.api.app import create_app
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
 from orzbob.metering.models import UsageRecord
 from orzbob.polar.models import ScheduledPlanChange
 from orzbob.runtime import Runtime
@@ -18,6 +21,13 @@ from tests.conftest import T0, OrgHandle, advance
 from tests.polar.support import envelope, org_row, signed_headers, subscription, use_billing
 
 DAY = 86400
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    # A 1-hour continuous cap, so that a cap can fall just after a plan change quickly.
+    plans = tuple(p.model_copy(update={"continuous_cap_hours": 1}) for p in default_catalog().plans)
+    return default_catalog().model_copy(update={"plans": plans})
 
 
 @pytest.fixture
@@ -114,3 +124,128 @@ def test_minutes_after_a_scheduled_change_are_recorded_under_the_new_plan(
     after = {r.plan_id for r in rows if r.interval_start >= end}
     assert (before, after) == ({"base-plus-usage"}, {"free-tier"})
     assert all(r.interval_end <= end or r.interval_start >= end for r in rows)
+
+
+def _running_across_the_change(
+    hooks: TestClient, runtime: Runtime, org: OrgHandle
+) -> tuple[str, datetime]:
+    """An instance running, beating every 20 s, from 4 min 55 s before a scheduled change
+    falls due until 25 s after, 5 s before the job that applies it runs (jobs tick every
+    60 s, the change falls 30 s after a tick). Its fifth minute ends 5 s after the change, so
+    the run's sixth minute is wholly after it. Returns the instance id and the change."""
+    start = T0 - timedelta(days=5) + timedelta(seconds=30)
+    end = start + timedelta(days=30)
+    send(hooks, "subscription.active", subscription(org.id, start=start))
+    send(
+        hooks, "subscription.canceled", subscription(org.id, start=start, cancel_at_period_end=True)
+    )
+    advance(runtime, (end - T0).total_seconds() - 295)
+    iid = hooks.post("/v1/instances", headers=org.headers, json={"tier": "small"}).json()["id"]
+    for _ in range(16):
+        advance(runtime, 20)
+        hooks.post(f"/v1/instances/{iid}/heartbeat", headers=org.headers, json={"active": True})
+    assert runtime.clock.now() == end + timedelta(seconds=25)
+    assert org_row(runtime, org.id).plan_id == "base-plus-usage"  # the job has not run yet
+    return iid, end
+
+
+def _plans_around(runtime: Runtime, end: datetime) -> tuple[set[str], set[str], int]:
+    with runtime.session() as s:
+        rows = list(s.scalars(select(UsageRecord).order_by(UsageRecord.interval_start)))
+    assert all(r.interval_end <= end or r.interval_start >= end for r in rows)
+    before = {r.plan_id for r in rows if r.interval_end <= end}
+    after = {r.plan_id for r in rows if r.interval_start >= end}
+    return before, after, sum(r.minutes for r in rows)
+
+
+@pytest.mark.parametrize("close", ["pause", "stop"])
+def test_a_user_close_after_a_change_fell_due_records_the_new_plan_past_it(
+    hooks: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle], close: str
+) -> None:
+    """The close path applies a due change first: the minute after the change is never
+    recorded under the old plan, even before the plan-change job has run."""
+    org = make_org()
+    iid, end = _running_across_the_change(hooks, runtime, org)
+    if close == "pause":
+        r = hooks.post(f"/v1/instances/{iid}/pause", headers=org.headers)
+    else:
+        r = hooks.delete(f"/v1/instances/{iid}", headers=org.headers)
+    assert r.status_code == 200, r.text
+    assert org_row(runtime, org.id).plan_id == "free-tier"
+    assert pending(runtime) == []
+    # 4 min 55 s before the change (5 minutes, the last one ending 5 s after it), then the
+    # sixth minute under the new plan.
+    assert _plans_around(runtime, end) == ({"base-plus-usage"}, {"free-tier"}, 6)
+
+
+def test_deleting_an_org_after_a_change_fell_due_records_the_new_plan_past_it(
+    hooks: TestClient,
+    runtime: Runtime,
+    make_org: Callable[..., OrgHandle],
+    staff_headers: Callable[..., dict[str, str]],
+) -> None:
+    """The deletion stops the org's instances after applying its due change."""
+    org = make_org()
+    _, end = _running_across_the_change(hooks, runtime, org)
+    assert hooks.delete(f"/v1/admin/orgs/{org.id}", headers=staff_headers()).status_code == 204
+    assert _plans_around(runtime, end) == ({"base-plus-usage"}, {"free-tier"}, 6)
+
+
+def test_a_silent_instance_stopped_after_a_change_fell_due_records_the_new_plan_past_it(
+    hooks: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
+) -> None:
+    """The heartbeat-timeout sweep applies the due change before it closes usage."""
+    from orzbob.instances.sweeps import sweep_service
+
+    org = make_org()
+    iid, end = _running_across_the_change(hooks, runtime, org)
+    now = runtime.clock.now() + timedelta(seconds=400)  # silent past the timeout
+    with runtime.session() as s:
+        stopped = sweep_service.stop_if_silent(
+            s,
+            uuid.UUID(iid),
+            now=now,
+            timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
+            catalog=runtime.catalog,
+        )
+    assert stopped
+    assert org_row(runtime, org.id).plan_id == "free-tier"
+    assert _plans_around(runtime, end) == ({"base-plus-usage"}, {"free-tier"}, 6)
+
+
+def test_a_cap_reached_after_a_change_fell_due_is_enforced_under_the_new_plan(
+    hooks: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
+) -> None:
+    """A heartbeat holds its instance locked, so it cannot apply the org's due change (org
+    before instance): it leaves the pause to the cap sweep, which applies the change first,
+    then pauses at the cap's moment. No minute past the cap is recorded meanwhile."""
+    from orzbob.throttle.service import throttle_service
+
+    org = make_org()
+    start = T0 - timedelta(days=5) + timedelta(seconds=30)
+    end = start + timedelta(days=30)
+    send(hooks, "subscription.active", subscription(org.id, start=start))
+    send(
+        hooks, "subscription.canceled", subscription(org.id, start=start, cancel_at_period_end=True)
+    )
+    # The (1-hour, see `catalog`) continuous cap falls 20 s after the change.
+    advance(runtime, (end - T0).total_seconds() - 3600 + 20)
+    iid = hooks.post("/v1/instances", headers=org.headers, json={"tier": "small"}).json()["id"]
+    beat = f"/v1/instances/{iid}/heartbeat"
+    for _ in range(60 // 4):
+        advance(runtime, 240)
+        assert hooks.post(beat, headers=org.headers, json={"active": True}).status_code == 200
+    advance(runtime, 5)
+    assert runtime.clock.now() == end + timedelta(seconds=25)
+    r = hooks.post(beat, headers=org.headers, json={"active": True})
+    assert (r.status_code, r.json()["state"], r.json()["notice"]) == (200, "running", None)
+    with runtime.session() as s:
+        paused = throttle_service.enforce(
+            s, org.id, catalog=runtime.catalog, now=runtime.clock.now()
+        )
+    assert [str(i.id) for i in paused] == [iid]
+    assert org_row(runtime, org.id).plan_id == "free-tier"
+    r = hooks.get(f"/v1/instances/{iid}", headers=org.headers)
+    assert (r.json()["state"], r.json()["reason"]) == ("paused", "continuous_cap")
+    # The cap's minute straddles the change, so all 60 are under the old plan.
+    assert _plans_around(runtime, end) == ({"base-plus-usage"}, set(), 60)

@@ -30,6 +30,7 @@ from orzbob.instances.providers import Provider, default_provider
 from orzbob.kit import metrics
 from orzbob.kit.db import on_commit
 from orzbob.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
+from orzbob.metering import service as metering
 from orzbob.metering.service import metering_service
 
 # Checks run before an instance may start or resume; each raises a 4xx saying which cap
@@ -40,6 +41,13 @@ run_checks: list[RunCheck] = []
 # and the cap's reason, if one was. The throttle domain adds its caps here.
 CapCheck = Callable[[Session, Org, Instance, datetime, Catalog], "tuple[datetime, str] | None"]
 cap_checks: list[CapCheck] = []
+# A scheduled plan change that fell due is a usage boundary (docs/spec.md §7): each hook
+# applies the org's due change, if there is one, taking the org row lock itself. Paths that
+# close usage run them before they lock an instance, so the minutes after the change are
+# recorded under the new plan even before the plan-change job runs. The polar domain
+# registers its scheduled changes here.
+DueChange = Callable[[Session, uuid.UUID, Catalog, datetime], bool]
+due_changes: list[DueChange] = []
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,7 @@ class InstanceService:
         catalog: Catalog,
         now: datetime,
     ) -> Instance:
+        self.apply_due_changes(session, org_id, catalog=catalog, now=now)
         instance = self.get(session, org_id, instance_id, lock=True)
         return self._halt(session, instance, State.PAUSED, reason, catalog=catalog, now=now)
 
@@ -176,6 +185,7 @@ class InstanceService:
         catalog: Catalog,
         now: datetime,
     ) -> Instance:
+        self.apply_due_changes(session, org_id, catalog=catalog, now=now)
         instance = self.get(session, org_id, instance_id, lock=True)
         return self._halt(session, instance, State.STOPPED, reason, catalog=catalog, now=now)
 
@@ -226,6 +236,12 @@ class InstanceService:
             reached = check(session, org, instance, now, catalog)
             if reached is not None:
                 at, cap = reached
+                if self._change_due_before(session, org.id, at, now):
+                    # The org's due plan change must be applied before this run's usage
+                    # closes, and the instance is locked already (org → instance order):
+                    # the cap sweep applies the change, then pauses. No minute past the cap
+                    # is recorded meanwhile (metering's limiters).
+                    return Beat(instance)
                 self.system_transition(
                     session,
                     instance,
@@ -237,6 +253,22 @@ class InstanceService:
                 )
                 return Beat(instance, paused_by=cap, cap_reached_at=at)
         return Beat(instance)
+
+    def apply_due_changes(
+        self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
+    ) -> None:
+        """Apply the org's scheduled plan change if it fell due (`due_changes`); call it
+        before any instance of the org is locked."""
+        for hook in due_changes:
+            hook(session, org_id, catalog, now)
+
+    @staticmethod
+    def _change_due_before(
+        session: Session, org_id: uuid.UUID, at: datetime, now: datetime
+    ) -> bool:
+        return any(
+            due < at for cut in metering.usage_cuts for due in cut(session, [org_id], now).values()
+        )
 
     # -- the state machine -------------------------------------------------------------
     def _require(self, instance: Instance, to: State) -> None:

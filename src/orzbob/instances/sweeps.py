@@ -42,6 +42,11 @@ class SweepService:
         usage ends at its last heartbeat, so dead time is never billed. An instance another
         transaction holds is skipped: it is being changed right now, and the next sweep sees
         what that change left."""
+        # The org's plan change that fell due is applied first (org lock before instance).
+        org_id = session.scalar(select(Instance.org_id).where(Instance.id == instance_id))
+        if org_id is None:
+            return False
+        instance_service.apply_due_changes(session, org_id, catalog=catalog, now=now)
         instance = session.scalars(
             select(Instance)
             .where(Instance.id == instance_id)
@@ -59,6 +64,8 @@ class SweepService:
         """Stop every instance of an org being deleted (reason `admin`), closing its usage in
         the caller's transaction and one allocation. The caller holds the org row lock; every
         instance, then every open segment, is locked before any quota period."""
+        # The org's plan change that fell due is a boundary for this last usage too.
+        instance_service.apply_due_changes(session, org.id, catalog=catalog, now=now)
         instances = session.scalars(
             select(Instance)
             .where(Instance.org_id == org.id, Instance.state != State.STOPPED.value)

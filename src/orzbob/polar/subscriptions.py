@@ -360,6 +360,15 @@ class SubscriptionService:
             for org_id in sorted(self.due_org_ids(session, now=now, limit=limit))
         )
 
+    def apply_due_change(
+        self, session: Session, org_id: uuid.UUID, catalog: Catalog, now: datetime
+    ) -> bool:
+        """Apply the org's change if it fell due: the close paths' boundary (instances'
+        `due_changes`). An unlocked read first, so a close with nothing due locks nothing."""
+        if not self.due_cuts(session, [org_id], now):
+            return False
+        return self.apply_due_for(session, org_id, catalog=catalog, now=now)
+
     def due_cuts(
         self, session: Session, org_ids: Collection[uuid.UUID], now: datetime
     ) -> dict[uuid.UUID, datetime]:

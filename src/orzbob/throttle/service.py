@@ -198,6 +198,9 @@ class ThrottleService:
     ) -> list[Instance]:
         """Pause the org's running instances that a cap has reached by `now`, closing their
         usage at the cap's moment. One org per transaction; returns the paused instances."""
+        # A plan change that fell due is applied first: caps are judged under the new plan,
+        # and the usage closed here is split at the change (org lock before instances).
+        instance_service.apply_due_changes(session, org_id, catalog=catalog, now=now)
         org = account_service.get_org(session, org_id)
         locked = throttle_repository.lock_running(session, org.id)
         if not locked:
