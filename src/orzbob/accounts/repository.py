@@ -30,6 +30,20 @@ class AccountRepository(Repository[Org]):
             session, select(Org).where(Org.deleted_at.is_(None)), limit=limit, offset=offset
         )
 
+    def by_polar_customer(
+        self, session: Session, customer_id: str, *, lock: bool = False
+    ) -> Org | None:
+        """The live org mapped to this Polar customer id (the first by id, should two be)."""
+        stmt = (
+            select(Org)
+            .where(Org.polar_customer_id == customer_id, Org.deleted_at.is_(None))
+            .order_by(Org.id)
+            .limit(1)
+        )
+        if lock:
+            stmt = stmt.with_for_update(key_share=True)
+        return session.scalars(stmt).one_or_none()
+
     def token_with_org(self, session: Session, token_hash: str) -> Any:
         """The token and whether its org is deleted, in one query."""
         return session.execute(

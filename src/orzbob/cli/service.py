@@ -84,7 +84,7 @@ def _serve(
     from orzbob.api.app import create_app
     from orzbob.jobs import register_jobs
     from orzbob.kit.migrate import upgrade
-    from orzbob.testclock import service as testclock_service
+    from orzbob.testclock import control as testclock_control
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with cli_errors():
@@ -97,7 +97,7 @@ def _serve(
         if settings.run_jobs:
             register_jobs(runtime)
         elif settings.test_clock:
-            testclock_service.share(runtime)  # workers run the jobs; follow their clock
+            testclock_control.share(runtime)  # workers run the jobs; follow their clock
         application = create_app(runtime)
     uvicorn.run(
         application,
