@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import account_service
@@ -139,6 +139,29 @@ def db_session(engine: Engine) -> Iterator[Session]:
             yield session
         finally:
             session.close()
+            outer.rollback()
+
+
+@pytest.fixture
+def rollback_runtime(
+    settings: Settings, engine: Engine, clock: ManualClock, catalog: Catalog
+) -> Iterator[Runtime]:
+    """A runtime whose every transaction is a savepoint in one outer transaction that the
+    test rolls back: no truncation, nothing written to disk. For tests that drive services
+    through `runtime.session()` on one thread and need no other connection to see their
+    commits (not the API, jobs in threads, or subprocesses: those use `runtime`)."""
+    rt = Runtime.create(settings, clock=clock, engine=engine, catalog=catalog)
+    with engine.connect() as conn:
+        outer = conn.begin()
+        rt.sessions = rt.read_sessions = sessionmaker(
+            bind=conn,
+            join_transaction_mode="create_savepoint",
+            expire_on_commit=False,
+            autoflush=True,
+        )
+        try:
+            yield rt
+        finally:
             outer.rollback()
 
 
