@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
@@ -30,6 +30,24 @@ class QuotaRepository:
                 QuotaTierRollup.org_id == org_id, QuotaTierRollup.period_start == period_start
             )
         ).all()
+
+    def tier_rollups_of(
+        self, session: Session, keys: Sequence[tuple[uuid.UUID, datetime]]
+    ) -> list[tuple[uuid.UUID, datetime, str, int, int]]:
+        """(org, period start, tier, minutes, billable minutes) of every tier rollup of the
+        given (org, period start) keys, in one query."""
+        return [
+            (org_id, start, tier, int(minutes), int(billable))
+            for org_id, start, tier, minutes, billable in session.execute(
+                select(
+                    QuotaTierRollup.org_id,
+                    QuotaTierRollup.period_start,
+                    QuotaTierRollup.tier,
+                    QuotaTierRollup.minutes,
+                    QuotaTierRollup.billable_minutes,
+                ).where(tuple_(QuotaTierRollup.org_id, QuotaTierRollup.period_start).in_(keys))
+            )
+        ]
 
     def day_minutes(self, session: Session, org_id: uuid.UUID, day: date) -> int:
         minutes = session.scalar(
