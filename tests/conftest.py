@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import account_service
@@ -21,6 +21,7 @@ from orzbob.api.app import create_app
 from orzbob.catalog.models import Catalog
 from orzbob.catalog.service import default_catalog
 from orzbob.config import Settings
+from orzbob.hooks import install_hooks
 from orzbob.kit.clock import ManualClock
 from orzbob.kit.db import Base, make_engine
 from orzbob.kit.migrate import upgrade
@@ -32,6 +33,14 @@ T0 = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 def soak_scale() -> float:
     """Long fault and soak tests shrink by this factor in CI (ORZBOB_SOAK_SCALE)."""
     return float(os.environ.get("ORZBOB_SOAK_SCALE", "1"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _installed_hooks() -> None:
+    """The hooks every process installs (the app and the job runner do), so a test that calls
+    a service directly sees what production does: credits in the quota status, cap checks,
+    alerts."""
+    install_hooks()
 
 
 @pytest.fixture(scope="session")
@@ -130,6 +139,29 @@ def db_session(engine: Engine) -> Iterator[Session]:
             yield session
         finally:
             session.close()
+            outer.rollback()
+
+
+@pytest.fixture
+def rollback_runtime(
+    settings: Settings, engine: Engine, clock: ManualClock, catalog: Catalog
+) -> Iterator[Runtime]:
+    """A runtime whose every transaction is a savepoint in one outer transaction that the
+    test rolls back: no truncation, nothing written to disk. For tests that drive services
+    through `runtime.session()` on one thread and need no other connection to see their
+    commits (not the API, jobs in threads, or subprocesses: those use `runtime`)."""
+    rt = Runtime.create(settings, clock=clock, engine=engine, catalog=catalog)
+    with engine.connect() as conn:
+        outer = conn.begin()
+        rt.sessions = rt.read_sessions = sessionmaker(
+            bind=conn,
+            join_transaction_mode="create_savepoint",
+            expire_on_commit=False,
+            autoflush=True,
+        )
+        try:
+            yield rt
+        finally:
             outer.rollback()
 
 

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from orzbob.accounts import service as accounts
 from orzbob.alerts.evaluator import alert_evaluator
+from orzbob.credits.balance import credits_for_period
 from orzbob.instances import bulk
 from orzbob.instances import service as instances
 from orzbob.instances.sweeps import sweep_service
@@ -33,6 +34,8 @@ def install_hooks() -> None:
     _register(instances.run_checks, throttle_status.check_can_run)
     _register(instances.cap_checks, throttle_service.cap_check)
     _register(bulk.bulk_cap_checks, throttle_service.bulk_cap_check)
+    # The quota status applies credits (granted above quota, in the credits domain).
+    _register(quota.credit_providers, credits_for_period)
     # Alerts: thresholds evaluated in the transaction that writes usage; spend thresholds
     # re-armed (or raised) in the one that changes the limit.
     _register(allocation.usage_recorded_hooks, alert_evaluator.on_usage_recorded)

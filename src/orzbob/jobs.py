@@ -20,7 +20,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from orzbob.alerts.tasks import evaluate_alerts, send_alerts
-from orzbob.credits.tasks import ship_credits_to_polar
 from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
 from orzbob.kit.db import advisory_lock, session_scope
@@ -28,6 +27,7 @@ from orzbob.metering.flusher import Flusher
 from orzbob.metering.service import metering_service
 from orzbob.metering.tasks import checkpoint_open_segments, flush_full_batches, flush_usage
 from orzbob.polar.client import PolarGateway
+from orzbob.polar.orchestration.credits import ship_credits_to_polar
 from orzbob.polar.tasks import (
     apply_scheduled_plan_changes,
     create_missing_customers,

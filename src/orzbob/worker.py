@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from orzbob.jobs import register_jobs
 from orzbob.kit.metrics import REGISTRY
 from orzbob.runtime import Runtime
-from orzbob.testclock import service as testclock_service
+from orzbob.testclock import control as testclock_control
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,11 @@ def run_worker(runtime: Runtime, stop: threading.Event) -> None:
     log.info("worker %s running jobs: %s", runtime.settings.worker_id or "(unnamed)", names)
     try:
         if runtime.settings.test_clock:
-            testclock_service.share(runtime)
-            testclock_service.restore(runtime)
+            testclock_control.share(runtime)
+            testclock_control.restore(runtime)
             while not stop.is_set():
                 try:
-                    moved = testclock_service.follow(runtime)
+                    moved = testclock_control.follow(runtime)
                 except OperationalError as exc:
                     # The database dropped the connection (restart, failover): the pool
                     # renews it; the jobs that were due run on the next follow.

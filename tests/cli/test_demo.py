@@ -4,11 +4,23 @@ made by real API calls and clock advances."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
+import pytest
 from fastapi.testclient import TestClient
 
+from orzbob.alerts.local_sink import SinkServer
+from orzbob.config import Settings
 from orzbob.runtime import Runtime
 from tests.cli.conftest import Invoke
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Iterator[Settings]:
+    """A mail sink, as `orz dev` runs one: the alerts the demo raises are delivered once,
+    not retried against a closed port at every clock step."""
+    with SinkServer() as sink:
+        yield settings.model_copy(update={"smtp_port": sink.port})
 
 
 def test_demo_seeds_five_states_through_the_api(

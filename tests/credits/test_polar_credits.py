@@ -14,8 +14,13 @@ from polar.v2026_10 import Polar
 
 from orzbob.accounts.service import account_service
 from orzbob.credits.service import credit_service
-from orzbob.credits.tasks import CREDIT_KEY, _ship_org, record_carried, ship_credits_to_polar
 from orzbob.polar.client import PolarGateway, gateway_for
+from orzbob.polar.orchestration.credits import (
+    CREDIT_KEY,
+    _ship_org,
+    record_carried,
+    ship_credits_to_polar,
+)
 from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle
 from tests.metering.polar_support import TOKEN, billing_settings, control, local_polar

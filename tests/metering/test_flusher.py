@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -26,6 +26,25 @@ from tests.metering.polar_support import (
     server_stats,
 )
 from tests.orz_runner import run_orz
+from tests.polar_local.polar_local_support import wait_for
+
+
+def delayed(c: httpx.Client) -> int:
+    """Requests the local Polar server has held back so far (its latency fault fired)."""
+    return sum(r["fired"] for r in c.get("/faults").json()["items"])
+
+
+def leases_expired(runtime: Runtime) -> bool:
+    """No pending record is held by a flusher's lease (leases run on real time)."""
+    now = datetime.now(UTC)
+    with runtime.session() as s:
+        leases = s.scalars(
+            select(UsageRecord.claim_expires_at).where(
+                UsageRecord.state == RecordState.PENDING.value,
+                UsageRecord.claim_expires_at.is_not(None),
+            )
+        ).all()
+    return all((at if at.tzinfo else at.replace(tzinfo=UTC)) < now for at in leases if at)
 
 
 def states(runtime: Runtime) -> dict[str, int]:
@@ -154,16 +173,15 @@ def test_a_flusher_killed_mid_batch_loses_nothing(
             json={"kind": "latency", "latency_ms": 1500, "path_prefix": "/v1/events/ingest"},
         )
         proc = _flusher_process(db_url, url, "--batch-size", "200", "--lease-seconds", "1")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # wait until a batch is on the wire
-            if c.get("/requests", params={"path_prefix": "/v1/events/ingest"}).json()["items"]:
-                break
-            time.sleep(0.05)
-        time.sleep(0.2)
+        # Killed while its second batch is on the wire: the first was answered (and marked
+        # sent), the second reached Polar, which holds it for 1.5 s before answering.
+        wait_for(lambda: delayed(c) >= 2, timeout=30)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         c.delete("/faults")
-        time.sleep(2.5)  # the latency-delayed request lands; the dead flusher's lease expires
+        # The delayed batch lands at Polar, and the dead flusher's leases run out.
+        wait_for(lambda: server_stats(url, org_id)["count"] >= 400)
+        wait_for(lambda: leases_expired(runtime))
         report = flusher_for(runtime, billing_settings(runtime.settings, url)).flush()
         stats = server_stats(url, org_id)
     assert states(runtime) == {"sent": n}

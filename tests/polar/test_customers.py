@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from orzbob.accounts.models import Role
 from orzbob.api.app import create_app
 from orzbob.polar.client import PolarGateway, PolarUnavailable
-from orzbob.polar.customers import CustomerConflict, customer_service, sync_missing_customers
+from orzbob.polar.customers import CustomerConflict
+from orzbob.polar.orchestration.customers import ensure_customer, sync_missing_customers
 from orzbob.polar.tasks import create_missing_customers
 from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle
@@ -44,8 +45,8 @@ def test_a_customer_is_created_once_with_the_org_as_external_id(
     runtime: Runtime, make_org: Callable[..., OrgHandle], polar_url: str, gateway: PolarGateway
 ) -> None:
     org = make_org(name="Acme Robotics", email="billing@acme.test")
-    first = customer_service.ensure_customer(runtime.sessions, gateway, org.id)
-    again = customer_service.ensure_customer(runtime.sessions, gateway, org.id)
+    first = ensure_customer(runtime.sessions, gateway, org.id)
+    again = ensure_customer(runtime.sessions, gateway, org.id)
     assert first == again == org_row(runtime, org.id).polar_customer_id
     assert customer_posts(polar_url) == 1
     customer = gateway.get_customer_external(str(org.id))
@@ -59,7 +60,7 @@ def test_an_existing_customer_with_our_external_id_is_adopted(
     org = make_org()
     # A crash after Polar created it, before we stored the id: Polar answers 422 now.
     made = gateway.create_customer(email="ops@acme.test", name="Acme", external_id=str(org.id))
-    assert customer_service.ensure_customer(runtime.sessions, gateway, org.id) == made.id
+    assert ensure_customer(runtime.sessions, gateway, org.id) == made.id
     assert org_row(runtime, org.id).polar_customer_id == made.id
 
 
@@ -72,7 +73,7 @@ def test_an_email_taken_by_another_customer_falls_to_the_next_contact(
         row = s.get(type(org_row(runtime, org.id)), org.id)
         assert row is not None
         row.billing_emails = ["shared@acme.test", "finance@acme.test"]
-    customer_id = customer_service.ensure_customer(runtime.sessions, gateway, org.id)
+    customer_id = ensure_customer(runtime.sessions, gateway, org.id)
     assert customer_id != other.id
     customer = gateway.get_customer_external(str(org.id))
     assert customer is not None and customer.email == "finance@acme.test"
@@ -84,7 +85,7 @@ def test_when_every_email_is_taken_it_says_so_and_stores_nothing(
     gateway.create_customer(email="ops@acme.test", name="Other", external_id="x-1")
     org = make_org(email="ops@acme.test")
     with pytest.raises(CustomerConflict, match="billing contact"):
-        customer_service.ensure_customer(runtime.sessions, gateway, org.id)
+        ensure_customer(runtime.sessions, gateway, org.id)
     assert org_row(runtime, org.id).polar_customer_id is None
 
 
@@ -95,7 +96,7 @@ def test_polar_down_leaves_the_org_untouched(
     with control(polar_url) as c:
         c.post("/faults", json={"kind": "status", "status": 503, "path_prefix": "/v1/customers"})
     with pytest.raises(PolarUnavailable):
-        customer_service.ensure_customer(runtime.sessions, gateway, org.id)
+        ensure_customer(runtime.sessions, gateway, org.id)
     assert org_row(runtime, org.id).polar_customer_id is None
 
 

@@ -15,7 +15,6 @@ from polar.v2026_10 import Polar
 from orzbob.api.app import create_app
 from orzbob.jobs import register_jobs
 from orzbob.runtime import Runtime
-from polar_local import run_in_thread
 from tests.conftest import T0, OrgHandle, advance
 from tests.metering.polar_support import TOKEN
 from tests.polar.support import (
@@ -29,6 +28,7 @@ from tests.polar.support import (
 )
 from tests.polar_local.polar_local_support import local_polar as polar_server
 from tests.polar_local.polar_local_support import wait_for
+from tests.serving import serve
 
 DAY = 86400
 
@@ -37,7 +37,7 @@ DAY = 86400
 def service_and_polar(runtime: Runtime, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The service on a real port, and a local Polar server that sends it webhooks."""
     with (
-        run_in_thread(create_app(runtime)) as service,
+        serve(create_app(runtime)) as service,
         polar_server(
             tmp_path / "polar.db",
             accept_future_timestamps=True,
@@ -127,7 +127,7 @@ def test_concurrent_copies_of_one_delivery_are_processed_once(
     body = envelope("subscription.active", subscription(org.id, start=T0))
     headers = signed_headers(body, webhook_id="evt_race")
     with (
-        run_in_thread(create_app(runtime)) as service,
+        serve(create_app(runtime)) as service,
         httpx.Client(base_url=service) as c,
         ThreadPoolExecutor(8) as pool,
     ):

@@ -66,9 +66,9 @@ def ours(url: str) -> tuple[dict, dict]:
 
 
 def test_sync_twice_creates_everything_once_then_reports_no_changes(polar_url: str) -> None:
-    first = orz_sync(polar_url, process=True)
+    first = orz_sync(polar_url)
     assert "create product base-plus-usage" in first.stdout
-    second = orz_sync(polar_url, process=True)
+    second = orz_sync(polar_url, process=True)  # the real command, in its own process
     assert second.stdout.startswith("no changes")
 
     meters, products = ours(polar_url)

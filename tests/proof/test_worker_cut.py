@@ -25,7 +25,7 @@ def test_a_dropped_connection_while_following_the_clock_is_survived(
         stop.set()
         return True
 
-    monkeypatch.setattr(worker_module.testclock_service, "follow", follow)
+    monkeypatch.setattr(worker_module.testclock_control, "follow", follow)
     monkeypatch.setattr(worker_module, "RETRY_SECONDS", 0.01, raising=False)
     worker_module.run_worker(runtime, stop)
     assert len(calls) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +14,7 @@ from orzbob.kit.money import ZERO, minutes_cost
 from orzbob.metering.models import UsageRecord
 from orzbob.quota.service import quota_service
 from orzbob.runtime import Runtime
-from tests.conftest import T0, OrgHandle
+from tests.conftest import T0
 from tests.quota.usage import Meter, rollups_match_records
 
 PLANS = ["free-tier", "base-plus-usage", "usage-only"]
@@ -41,13 +40,17 @@ switch = st.tuples(st.just("switch"), st.sampled_from(PLANS), st.just(0), st.jus
     steps=st.lists(st.one_of(use, switch), min_size=1, max_size=20),
 )
 def test_allocation_and_rollups_hold_for_any_usage_and_plan_switches(
-    runtime: Runtime,
-    make_org: Callable[..., OrgHandle],
+    rollback_runtime: Runtime,
     first_plan: str,
     steps: list[tuple[str, str, int, int, bool]],
 ) -> None:
+    runtime = rollback_runtime
     catalog = runtime.catalog
-    org = make_org(plan=first_plan)  # a fresh org per example; the database is shared
+    with runtime.session() as s:  # a fresh org per example; the database is shared
+        org = account_service.create_org(
+            s, name="Acme", billing_emails=["ops@acme.test"], plan_id=first_plan,
+            catalog=catalog, now=runtime.clock.now(),
+        )  # fmt: skip
     meter = Meter(runtime, org.id)
     plan = catalog.plan(first_plan)
     used: dict[datetime, int] = defaultdict(int)  # reference model: allowance used per period

@@ -25,10 +25,29 @@ class AccountRepository(Repository[Org]):
         live = () if include_deleted else (Org.deleted_at.is_(None),)
         return self.get(session, org_id, *live, lock=lock, key_share=True)
 
+    def loaded_org(self, session: Session, org_id: uuid.UUID) -> Org | None:
+        """The org row, deleted or not, from the session's identity map when it is there
+        (no query on the hot path of a transaction that already read it)."""
+        return session.get(Org, org_id)
+
     def list_orgs(self, session: Session, *, limit: int, offset: int) -> Sequence[Org]:
         return self.page(
             session, select(Org).where(Org.deleted_at.is_(None)), limit=limit, offset=offset
         )
+
+    def by_polar_customer(
+        self, session: Session, customer_id: str, *, lock: bool = False
+    ) -> Org | None:
+        """The live org mapped to this Polar customer id (the first by id, should two be)."""
+        stmt = (
+            select(Org)
+            .where(Org.polar_customer_id == customer_id, Org.deleted_at.is_(None))
+            .order_by(Org.id)
+            .limit(1)
+        )
+        if lock:
+            stmt = stmt.with_for_update(key_share=True)
+        return session.scalars(stmt).one_or_none()
 
     def token_with_org(self, session: Session, token_hash: str) -> Any:
         """The token and whether its org is deleted, in one query."""

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
+from orzbob.accounts.repository import account_repository
 from orzbob.alerts.content import facts_for, subject_for
 from orzbob.alerts.models import THRESHOLDS, AlertKind, AlertState, BudgetAlert
 from orzbob.alerts.repository import ThresholdKey, alert_repository
@@ -50,7 +51,13 @@ class AlertEvaluator:
         for r in rows:
             weight = catalog.tier(r["tier"]).small_hour_weight if catalog.has_tier(r["tier"]) else 0
             added[(r["org_id"], r["period_start"])] += int(r["minutes"]) * weight
-        orgs = [o for o in (session.get(Org, oid) for oid in sorted({k[0] for k in added})) if o]
+        orgs = [
+            o
+            for o in (
+                account_repository.loaded_org(session, i) for i in sorted({k[0] for k in added})
+            )
+            if o
+        ]
         self.evaluate(session, orgs, catalog=catalog, now=now, added=added)
 
     def on_spend_limit_changed(

@@ -34,7 +34,7 @@ from orzbob.polar.endpoints import WEBHOOK_PATH
 from orzbob.polar.endpoints import router as polar_router
 from orzbob.polar.reconcile_endpoints import router as reconcile_router
 from orzbob.runtime import Runtime
-from orzbob.testclock import service as testclock_service
+from orzbob.testclock import control as testclock_control
 from orzbob.testclock.endpoints import router as testclock_router
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         stop = threading.Event()
         worker: threading.Thread | None = None
         if runtime.settings.test_clock:
-            testclock_service.restore(runtime)
+            testclock_control.restore(runtime)
             log.warning("test clock enabled: time stands still until POST /v1/test-clock/advance")
         elif runtime.settings.run_jobs and runtime.scheduler.jobs:
             worker = threading.Thread(

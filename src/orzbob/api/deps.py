@@ -17,7 +17,7 @@ from orzbob.api.middleware import nul_refusal_of
 from orzbob.kit.db import session_scope
 from orzbob.kit.errors import Forbidden, Unauthorized, Unprocessable
 from orzbob.runtime import Runtime
-from orzbob.testclock import service as testclock_service
+from orzbob.testclock import control as testclock_control
 
 _bearer = HTTPBearer(auto_error=False, description="An Orzbob API token (orz_…)")
 
@@ -43,9 +43,9 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def get_now(runtime: RuntimeDep) -> datetime:
-    if testclock_service.is_shared(runtime):
+    if testclock_control.is_shared(runtime):
         # An API replica under a shared test clock: another process may have advanced it.
-        await run_in_threadpool(testclock_service.follow, runtime)
+        await run_in_threadpool(testclock_control.follow, runtime)
     return runtime.clock.now()
 
 

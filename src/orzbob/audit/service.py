@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.service import Principal
 from orzbob.audit.models import AuditEntry
+from orzbob.audit.repository import audit_repository
 
 
 class AuditService:
@@ -38,9 +38,7 @@ class AuditService:
             reason=reason,
             details=details or {},
         )
-        session.add(entry)
-        session.flush()
-        return entry
+        return audit_repository.add(session, entry)
 
     def entries(
         self,
@@ -51,15 +49,10 @@ class AuditService:
         before: uuid.UUID | None = None,
         limit: int = 100,
     ) -> Sequence[AuditEntry]:
-        """Newest first. Ids are time-ordered (UUIDv7), so `before` pages backwards."""
-        stmt = select(AuditEntry)
-        if org_id is not None:
-            stmt = stmt.where(AuditEntry.org_id == org_id)
-        if action is not None:
-            stmt = stmt.where(AuditEntry.action == action)
-        if before is not None:
-            stmt = stmt.where(AuditEntry.id < before)
-        return session.scalars(stmt.order_by(AuditEntry.id.desc()).limit(limit)).all()
+        """Newest first; `before` (an entry id) pages backwards."""
+        return audit_repository.newest(
+            session, org_id=org_id, action=action, before=before, limit=limit
+        )
 
 
 audit_service = AuditService()

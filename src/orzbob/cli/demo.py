@@ -2,8 +2,9 @@
 
 The orgs and their tokens are made with the account service (as `orz admin` does); all usage
 then goes through the running service's API and its test clock: instances are started,
-heartbeat as busy every few minutes, and paused on a schedule while the clock advances and
-every periodic job (checkpoints, flush, caps, alerts) runs as it would. Nothing is written
+heartbeat as busy every few minutes (in bulk, as a fleet's control plane sends them), and
+paused on a schedule while the clock advances and every periodic job (checkpoints, flush,
+caps, alerts) runs as it would. Nothing is written
 behind the service's back, so the dashboard and `orz cloud billing` show real figures.
 
 Every session stays under the continuous-run cap and each org under the daily cap, so a
@@ -107,12 +108,16 @@ ORGS = (
 END_MINUTE = 300
 
 
-def _staff_token(rt: Runtime) -> str:
+def _staff_tokens(rt: Runtime) -> tuple[str, str]:
+    """An engineering token (the test clock) and a fleet token (bulk heartbeats)."""
     with rt.session() as session:
-        _, raw = account_service.create_token(
-            session, org_id=None, role=Role.ENGINEERING, name="orz demo", now=rt.clock.now()
-        )
-        return raw
+        tokens = [
+            account_service.create_token(
+                session, org_id=None, role=role, name="orz demo", now=rt.clock.now()
+            )[1]
+            for role in (Role.ENGINEERING, Role.FLEET)
+        ]
+        return tokens[0], tokens[1]
 
 
 def _create_orgs(now: datetime) -> Callable[[Runtime], list[tuple[str, str]]]:
@@ -151,7 +156,8 @@ def _pause(client: ApiClient, instance_id: str) -> None:
 
 def seed(api_url: str, *, quiet: bool = False) -> list[Seeded]:
     """Create the demo orgs and drive their usage through the API at `api_url`."""
-    staff = ApiClient(api_url, run_db(_staff_token))
+    staff_token, fleet_token = run_db(_staff_tokens)
+    staff, fleet = ApiClient(api_url, staff_token), ApiClient(api_url, fleet_token)
     probe = staff.request_raw("GET", "/v1/test-clock")
     if probe.status_code == 404:
         fail(
@@ -173,6 +179,7 @@ def seed(api_url: str, *, quiet: bool = False) -> list[Seeded]:
     staff.json("POST", "/v1/test-clock/advance", json={"seconds": LEAD_IN_DAYS * 86400})
     minute = 0
     while True:
+        beats: list[dict[str, Any]] = []
         for s in seeded:
             client = clients[s.org_id]
             for run in s.org.runs:
@@ -182,15 +189,11 @@ def seed(api_url: str, *, quiet: bool = False) -> list[Seeded]:
                 elif run.stop == minute and run.name in s.instances:
                     _pause(client, s.instances[run.name])
             for run in s.org.runs:
-                live = run.name in s.instances and (run.stop is None or minute < run.stop)
-                if live:
-                    beat = client.request_raw(
-                        "POST",
-                        f"/v1/instances/{s.instances[run.name]}/heartbeat",
-                        json={"active": True},
-                    )
-                    if beat.status_code not in (200, 409):  # 409: a cap paused it, as it may
-                        client.fail_for(beat)
+                if run.name in s.instances and (run.stop is None or minute < run.stop):
+                    beats.append({"instance_id": s.instances[run.name], "active": True})
+        if beats:
+            # One request for every org's beats; one a cap paused is simply listed as paused.
+            fleet.json("POST", "/v1/heartbeats", json={"beats": beats})
         if minute >= END_MINUTE:
             break
         # Land exactly on the next start or pause, so every run lasts the minutes it says.

@@ -208,13 +208,14 @@ def sync(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create or update Polar's meters and products to match the catalog (idempotent)."""
-    from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
-    from orzbob.polar.sync import CatalogSync
-
     settings = settings_or_exit()
     key = settings.polar_api_key.get_secret_value() if settings.polar_api_key else ""
     if not key:
         fail("POLAR_API_KEY is required for `orz polar sync` (an organization access token)")
+    # After the refusal above, which needs neither the Polar SDK nor the sync.
+    from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
+    from orzbob.polar.sync import CatalogSync
+
     runtime = runtime_or_exit()
     runtime.engine.dispose()  # only the catalog is needed; no database work
     gateway = PolarGateway(settings)

@@ -55,6 +55,9 @@ def worker(
     import signal
     import threading
 
+    settings = settings_or_exit()
+    with cli_errors():  # a refusal needs none of the worker's imports, so it comes first
+        settings.check_startup()
     from orzbob.kit.migrate import upgrade
     from orzbob.worker import run_worker
 
@@ -63,8 +66,6 @@ def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with cli_errors():
-        settings = settings_or_exit()
-        settings.check_startup()
         runtime = Runtime.create(settings)
         if migrate:
             upgrade(runtime.engine)
@@ -79,16 +80,17 @@ def _serve(
     migrate: bool,
     before_start: Callable[[Runtime], None] | None = None,
 ) -> None:
+    with cli_errors():  # a refusal needs none of the app's imports, so it comes first
+        settings.check_startup()
     import uvicorn
 
     from orzbob.api.app import create_app
     from orzbob.jobs import register_jobs
     from orzbob.kit.migrate import upgrade
-    from orzbob.testclock import service as testclock_service
+    from orzbob.testclock import control as testclock_control
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with cli_errors():
-        settings.check_startup()
         runtime = Runtime.create(settings)
         if migrate:
             upgrade(runtime.engine)
@@ -97,7 +99,7 @@ def _serve(
         if settings.run_jobs:
             register_jobs(runtime)
         elif settings.test_clock:
-            testclock_service.share(runtime)  # workers run the jobs; follow their clock
+            testclock_control.share(runtime)  # workers run the jobs; follow their clock
         application = create_app(runtime)
     uvicorn.run(
         application,

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org, Role
+from orzbob.accounts.repository import account_repository
 from orzbob.accounts.service import Principal, account_service
 from orzbob.audit.service import audit_service
 from orzbob.credits.models import CreditGrant, PolarState
+from orzbob.credits.repository import credit_repository
 from orzbob.kit.errors import Conflict, Forbidden, NotFound
 from orzbob.kit.money import format_usd, from_cents, to_cents
 from orzbob.quota.allocation import org_period
@@ -94,11 +95,7 @@ class CreditService:
         cents = to_cents(amount)
         check_role_limit(actor.role, cents)
         if idempotency_key is not None:
-            existing = session.scalars(
-                select(CreditGrant).where(
-                    CreditGrant.org_id == org.id, CreditGrant.idempotency_key == idempotency_key
-                )
-            ).one_or_none()
+            existing = credit_repository.by_idempotency_key(session, org.id, idempotency_key)
             if existing is not None:
                 if existing.amount_cents != cents or existing.reason != reason:
                     raise Conflict(
@@ -145,24 +142,7 @@ class CreditService:
         self, session: Session, org_id: uuid.UUID, *, limit: int = 500
     ) -> Sequence[CreditGrant]:
         account_service.get_org(session, org_id)
-        return session.scalars(
-            select(CreditGrant)
-            .where(CreditGrant.org_id == org_id)
-            .order_by(CreditGrant.created_at.desc(), CreditGrant.id.desc())
-            .limit(limit)
-        ).all()
-
-    def grants_until(
-        self, session: Session, org_id: uuid.UUID, until: datetime
-    ) -> list[tuple[datetime, int]]:
-        """(granted at, cents) of every grant made up to `until`, oldest first. Grants are
-        rare, support-made rows; this never touches usage records."""
-        rows = session.execute(
-            select(CreditGrant.created_at, CreditGrant.amount_cents)
-            .where(CreditGrant.org_id == org_id, CreditGrant.created_at <= until)
-            .order_by(CreditGrant.created_at)
-        ).all()
-        return [(at, int(cents)) for at, cents in rows]
+        return credit_repository.newest_of(session, org_id, limit=limit)
 
     # -- the Polar outbox boundary -------------------------------------------------------
     def pending_polar_applications(
@@ -171,14 +151,12 @@ class CreditService:
         """Claim up to `limit` grants waiting for Polar, oldest first. Rows another worker
         holds are skipped (PostgreSQL), so several workers never ship a grant twice. Commit
         (release the locks) before calling Polar; never call out while holding them."""
-        stmt = (
-            select(CreditGrant, Org)
-            .join(Org, Org.id == CreditGrant.org_id)
-            .where(CreditGrant.polar_state == PolarState.PENDING.value)
-            .order_by(CreditGrant.id)
-            .limit(limit)
-            .with_for_update(of=CreditGrant, skip_locked=True)
-        )
+        grants = credit_repository.claim_pending_polar(session, limit=limit)
+        orgs: dict[uuid.UUID, Org] = {}
+        for org_id in sorted({g.org_id for g in grants}):
+            org = account_repository.get_org(session, org_id, include_deleted=True)
+            assert org is not None  # a grant's org row is never removed (foreign key)
+            orgs[org_id] = org
         return [
             PolarCreditApplication(
                 grant_id=g.id,
@@ -192,7 +170,8 @@ class CreditService:
                 attempts=g.polar_attempts,
                 discount_id=g.polar_discount_id,
             )
-            for g, org in session.execute(stmt).all()
+            for g in grants
+            for org in [orgs[g.org_id]]
         ]
 
     def mark_polar_applied(
@@ -261,12 +240,7 @@ class CreditService:
         return grant
 
     def _locked(self, session: Session, grant_id: uuid.UUID) -> CreditGrant:
-        grant = session.scalars(
-            select(CreditGrant)
-            .where(CreditGrant.id == grant_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).one_or_none()
+        grant = credit_repository.locked(session, grant_id)
         if grant is None:
             raise NotFound(f"Credit {grant_id} does not exist.")
         return grant

@@ -10,14 +10,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from orzbob.accounts.repository import account_repository
 from orzbob.api.deps import OrgAdminDep, RuntimeDep
 from orzbob.api.middleware import request_id_of
 from orzbob.api.openapi import errors
-from orzbob.kit.errors import Conflict, NotFound, OrzbobError, Unprocessable
-from orzbob.polar.client import PolarRejected, PolarUnavailable, gateway_for
-from orzbob.polar.customers import customer_service
-from orzbob.polar.sync import PLAN_KEY
+from orzbob.kit.errors import Conflict, Unprocessable
+from orzbob.polar.client import PolarRejected, PolarUnavailable
+from orzbob.polar.orchestration.checkout import (
+    PolarRefusedError,
+    PolarUnavailableError,
+    start_checkout,
+)
 from orzbob.polar.webhooks import (
     PayloadRejected,
     WebhookResult,
@@ -32,16 +34,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["billing"])
 
 WEBHOOK_PATH = "/v1/webhooks/polar"
-
-
-class PolarUnavailableError(OrzbobError):
-    status_code = 503
-    error = "polar_unavailable"
-
-
-class PolarRefusedError(OrzbobError):
-    status_code = 502
-    error = "polar_error"
 
 
 class WebhookAck(BaseModel):
@@ -170,31 +162,8 @@ def create_checkout(
     if not runtime.settings.billing_enabled:
         raise Conflict("Billing is not enabled on this service, so plans cannot be bought.")
     org_id: uuid.UUID = principal.org_id
-    # Read and close before any Polar call: no transaction is held across the network.
-    with runtime.session() as session:
-        org = account_repository.get_org(session, org_id)
-        if org is None:
-            raise NotFound("Organization not found.")
-        if org.plan_id == body.plan and org.polar_subscription_id:
-            raise Conflict(
-                f"The organization is already subscribed to {plan.name}; manage or resume "
-                "the subscription in the Polar customer portal."
-            )
-    gateway = gateway_for(runtime)
     try:
-        customer_service.ensure_customer(runtime.sessions, gateway, org_id)
-        products = gateway.list_products(metadata={PLAN_KEY: body.plan})
-        live = [p for p in products if not p.is_archived]  # oldest first, as sync picks
-        if not live:
-            raise PolarUnavailableError(
-                f"The {plan.name} plan is not set up in Polar yet (run `orz polar sync`)."
-            )
-        checkout = gateway.create_checkout(
-            products=[live[0].id],
-            external_customer_id=str(org_id),
-            success_url=runtime.settings.public_url.rstrip("/") + "/?checkout={CHECKOUT_ID}",
-            metadata={"orzbob_org": str(org_id), PLAN_KEY: body.plan},
-        )
+        checkout = start_checkout(runtime, org_id, plan)
     except PolarUnavailable as exc:
         raise PolarUnavailableError(
             f"Polar is unavailable ({exc.reason}); nothing was changed. Please retry shortly."

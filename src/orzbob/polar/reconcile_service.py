@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Org
@@ -30,6 +29,7 @@ from orzbob.metering.service import metering_service
 from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
 from orzbob.polar.models import ReconcileRun
 from orzbob.polar.reconcile import PolarEvent, Report, compare
+from orzbob.polar.repository import reconcile_runs
 from orzbob.quota.allocation import org_period
 from orzbob.quota.periods import Period
 
@@ -203,16 +203,7 @@ class ReconcileService:
                 if now < ready:
                     next_due = min(next_due, ready)
                 continue
-            done = session.scalar(
-                select(func.count())
-                .select_from(ReconcileRun)
-                .where(
-                    ReconcileRun.scope == "period_close",
-                    ReconcileRun.org_id == org.id,
-                    ReconcileRun.window_start == prev.start,
-                    ReconcileRun.status == "ok",
-                )
-            )
+            done = reconcile_runs.closed_period_done(session, org.id, prev.start)
             if not done and metering_service.has_records(session, org.id, period_start=prev.start):
                 due.append(Window(org.id, prev.start, prev.end, prev))
             upcoming = org_period(org, now).end + grace
@@ -220,31 +211,15 @@ class ReconcileService:
         return due, next_due
 
     def latest(self, session: Session, *, org_id: uuid.UUID | None = None) -> ReconcileRun | None:
-        stmt = select(ReconcileRun).where(ReconcileRun.finished_at.is_not(None))
-        if org_id is not None:
-            stmt = stmt.where(ReconcileRun.org_id == org_id)
-        return session.scalars(
-            stmt.order_by(ReconcileRun.finished_at.desc(), ReconcileRun.id.desc()).limit(1)
-        ).first()
+        return reconcile_runs.latest(session, org_id=org_id)
 
     def closed_drift(self, session: Session, *, now: datetime) -> int:
         """Drift found by the period-close runs of the last 24 hours (the alerting gauge)."""
-        total = session.scalar(
-            select(func.coalesce(func.sum(ReconcileRun.drift_minutes), 0)).where(
-                ReconcileRun.scope == "period_close",
-                ReconcileRun.finished_at >= now - timedelta(days=1),
-            )
-        )
-        return int(total or 0)
+        return reconcile_runs.period_close_drift_since(session, now - timedelta(days=1))
 
     def open_drift(self, session: Session) -> int | None:
         """Drift of the latest successful daily run (None before the first)."""
-        return session.scalar(
-            select(ReconcileRun.drift_minutes)
-            .where(ReconcileRun.scope == "daily", ReconcileRun.status == "ok")
-            .order_by(ReconcileRun.finished_at.desc(), ReconcileRun.id.desc())
-            .limit(1)
-        )
+        return reconcile_runs.latest_daily_drift(session)
 
 
 reconcile_service = ReconcileService()

@@ -25,7 +25,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -33,6 +32,7 @@ from orzbob.accounts.repository import account_repository
 from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog
 from orzbob.polar.models import PlanChangeReason, ScheduledPlanChange
+from orzbob.polar.repository import plan_changes
 from orzbob.polar.sync import PLAN_KEY
 
 log = logging.getLogger(__name__)
@@ -92,18 +92,6 @@ class Outcome:
     detail: str | None = None
 
 
-def _pending(org_id: uuid.UUID) -> Any:
-    return (
-        select(ScheduledPlanChange)
-        .where(
-            ScheduledPlanChange.org_id == org_id,
-            ScheduledPlanChange.applied_at.is_(None),
-            ScheduledPlanChange.canceled_at.is_(None),
-        )
-        .with_for_update()
-    )
-
-
 class SubscriptionService:
     def find_org(self, session: Session, sub: SubscriptionPayload) -> Org | None:
         """The org named by the customer's external id (our org id), else the one already
@@ -119,13 +107,7 @@ class SubscriptionService:
         customer_id = sub.polar_customer_id
         if not customer_id:
             return None
-        return session.scalars(
-            select(Org)
-            .where(Org.polar_customer_id == customer_id, Org.deleted_at.is_(None))
-            .order_by(Org.id)
-            .limit(1)
-            .with_for_update(key_share=True)
-        ).one_or_none()
+        return account_repository.by_polar_customer(session, customer_id, lock=True)
 
     def apply_webhook(
         self, session: Session, sub: SubscriptionPayload, *, catalog: Catalog, now: datetime
@@ -266,7 +248,7 @@ class SubscriptionService:
     ) -> ScheduledPlanChange:
         """Return the org to the default plan at `at` (at once if `at` has passed). The
         caller holds the org row lock, which serialises this with the periodic job."""
-        change = session.scalars(_pending(org.id)).one_or_none()
+        change = plan_changes.pending(session, org.id)
         if change is None:
             change = ScheduledPlanChange(
                 org_id=org.id,
@@ -288,7 +270,7 @@ class SubscriptionService:
         return change
 
     def unschedule(self, session: Session, org_id: uuid.UUID, *, now: datetime) -> bool:
-        change = session.scalars(_pending(org_id)).one_or_none()
+        change = plan_changes.pending(session, org_id)
         if change is None:
             return False
         change.canceled_at = now
@@ -296,7 +278,7 @@ class SubscriptionService:
         return True
 
     def pending_change(self, session: Session, org_id: uuid.UUID) -> ScheduledPlanChange | None:
-        return session.scalars(_pending(org_id)).one_or_none()
+        return plan_changes.pending(session, org_id)
 
     def _apply(
         self,
@@ -322,18 +304,7 @@ class SubscriptionService:
 
     def due_org_ids(self, session: Session, *, now: datetime, limit: int = 500) -> list[uuid.UUID]:
         """Orgs with a scheduled change whose time has come (unlocked; see `apply_due_for`)."""
-        return list(
-            session.scalars(
-                select(ScheduledPlanChange.org_id)
-                .where(
-                    ScheduledPlanChange.applied_at.is_(None),
-                    ScheduledPlanChange.canceled_at.is_(None),
-                    ScheduledPlanChange.effective_at <= now,
-                )
-                .order_by(ScheduledPlanChange.effective_at)
-                .limit(limit)
-            )
-        )
+        return plan_changes.due_org_ids(session, now=now, limit=limit)
 
     def apply_due_for(
         self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
@@ -341,7 +312,7 @@ class SubscriptionService:
         """Apply one org's due change, if it is still due once its org row is locked."""
         # Org row first, then the change: the same lock order as the webhook handler.
         org = account_repository.get_org(session, org_id, lock=True)
-        change = session.scalars(_pending(org_id)).one_or_none()
+        change = plan_changes.pending(session, org_id)
         if change is None or change.effective_at > now:
             return False  # applied, moved or canceled meanwhile (by another worker too)
         if org is None:
@@ -376,23 +347,10 @@ class SubscriptionService:
         usage past that moment waits for the change (metering's `usage_cuts`)."""
         if not org_ids:
             return {}
-        rows = session.execute(
-            select(ScheduledPlanChange.org_id, ScheduledPlanChange.effective_at).where(
-                ScheduledPlanChange.org_id.in_(list(org_ids)),
-                ScheduledPlanChange.applied_at.is_(None),
-                ScheduledPlanChange.canceled_at.is_(None),
-                ScheduledPlanChange.effective_at <= now,
-            )
-        ).all()
-        return {org_id: at for org_id, at in rows}
+        return plan_changes.due_at(session, org_ids, now)
 
     def next_due(self, session: Session) -> datetime | None:
-        return session.scalar(
-            select(func.min(ScheduledPlanChange.effective_at)).where(
-                ScheduledPlanChange.applied_at.is_(None),
-                ScheduledPlanChange.canceled_at.is_(None),
-            )
-        )
+        return plan_changes.next_due(session)
 
 
 subscription_service = SubscriptionService()

@@ -8,7 +8,7 @@ from datetime import timedelta
 from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
 from orzbob.polar.client import gateway_for
-from orzbob.polar.customers import sync_missing_customers
+from orzbob.polar.orchestration.customers import sync_missing_customers
 from orzbob.polar.reconcile_service import (
     EventReader,
     PeriodSpec,

@@ -30,11 +30,10 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from orzbob.catalog.models import Catalog
-from orzbob.kit.db import insert_ignore
 from orzbob.kit.errors import BadRequest, OrzbobError
 from orzbob.kit.jsontext import loads_strict
 from orzbob.kit.metrics import polar_webhooks_total
-from orzbob.polar.models import WebhookDelivery
+from orzbob.polar.repository import webhook_deliveries
 from orzbob.polar.subscriptions import Outcome, SubscriptionPayload, subscription_service
 
 log = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ class WebhookService:
                 "payload": raw,
             },
         )
-        delivery = session.get(WebhookDelivery, webhook_id, with_for_update=True)
+        delivery = webhook_deliveries.locked(session, webhook_id)
         assert delivery is not None
         if not fresh and delivery.status != "failed":
             polar_webhooks_total.labels(status="duplicate").inc()
@@ -204,7 +203,7 @@ class WebhookService:
 
 def _claim(session: Session, row: dict[str, Any]) -> bool:
     """Insert the delivery unless its id is known; True if it was new."""
-    return insert_ignore(session, WebhookDelivery.__table__, [row]) == 1  # type: ignore[arg-type]
+    return webhook_deliveries.insert_ignore(session, [row]) == 1
 
 
 webhook_service = WebhookService()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -23,13 +22,20 @@ from orzbob.catalog.models import Catalog, Plan
 from orzbob.kit.errors import Unprocessable
 from orzbob.kit.money import ZERO, format_usd, from_cents, minutes_cost, to_cents
 from orzbob.quota.allocation import org_period
-from orzbob.quota.credit_balance import Credits, credits_for_period
 from orzbob.quota.forecast import Forecast, TierUsage, forecast
-from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period
+from orzbob.quota.repository import quota_repository
 
 HUNDREDTH = Decimal("0.01")
 MAX_SPEND_LIMIT = Decimal("10000000.00")
+
+
+@dataclass(frozen=True)
+class Credits:
+    granted_this_period: Decimal
+    carried_in: Decimal
+    applied: Decimal
+    balance: Decimal
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,21 @@ class QuotaStatus:
         return max(0, self.plan.included_small_minutes - self.used_small_minutes)
 
 
+# Credits belong to the credits domain, above quota: it registers how much credit a period's
+# gross bill absorbs (`credits.balance.credits_for_period`, through `install_hooks`).
+CreditsProvider = Callable[[Session, Org, Catalog, Period, datetime, Decimal], Credits]
+credit_providers: list[CreditsProvider] = []
+
+
+def credits_for_period(
+    session: Session, org: Org, catalog: Catalog, period: Period, *, now: datetime, gross: Decimal
+) -> Credits:
+    if not credit_providers:
+        # Never a silent $0.00 of credit: an estimate without them would be too high.
+        raise RuntimeError("No credits provider: call orzbob.hooks.install_hooks() first.")
+    return credit_providers[0](session, org, catalog, period, now, gross)
+
+
 # Called after an org's spend limit changed, in that transaction (alerts re-arm thresholds).
 SpendLimitHook = Callable[[Session, Org, Catalog, datetime], None]
 spend_limit_hooks: list[SpendLimitHook] = []
@@ -104,24 +125,9 @@ class QuotaService:
         """The org's status for the period containing `now`, under its current plan."""
         plan = catalog.plan(org.plan_id)
         period = org_period(org, now)
-        qp = session.scalars(
-            select(QuotaPeriod).where(
-                QuotaPeriod.org_id == org.id, QuotaPeriod.period_start == period.start
-            )
-        ).one_or_none()
-        rollups = {
-            r.tier: r
-            for r in session.scalars(
-                select(QuotaTierRollup).where(
-                    QuotaTierRollup.org_id == org.id, QuotaTierRollup.period_start == period.start
-                )
-            )
-        }
-        today = session.scalar(
-            select(DailyUsage.minutes).where(
-                DailyUsage.org_id == org.id, DailyUsage.day == now.astimezone(UTC).date()
-            )
-        )
+        qp = quota_repository.period(session, org.id, period.start)
+        rollups = {r.tier: r for r in quota_repository.tier_rollups(session, org.id, period.start)}
+        today = quota_repository.day_minutes(session, org.id, now.astimezone(UTC).date())
         tiers: list[TierLine] = []
         for tier in catalog.tiers:
             r = rollups.get(tier.id)
@@ -184,7 +190,7 @@ class QuotaService:
             credits=credits,
             estimate=estimate,
             spend_limit=spend_limit,
-            today_minutes=int(today or 0),
+            today_minutes=today,
             forecast=fc,
         )
 

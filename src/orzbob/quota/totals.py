@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from orzbob.catalog.models import Catalog
 from orzbob.kit.money import ZERO, minutes_cost
-from orzbob.quota.models import QuotaTierRollup
+from orzbob.quota.repository import quota_repository
 
 PeriodKey = tuple[uuid.UUID, datetime]
 
@@ -36,20 +35,11 @@ def period_totals(
         return {}
     weighted: dict[PeriodKey, int] = dict.fromkeys(wanted, 0)
     cost: dict[PeriodKey, Decimal] = dict.fromkeys(wanted, ZERO)
-    rows = session.execute(
-        select(
-            QuotaTierRollup.org_id,
-            QuotaTierRollup.period_start,
-            QuotaTierRollup.tier,
-            QuotaTierRollup.minutes,
-            QuotaTierRollup.billable_minutes,
-        ).where(tuple_(QuotaTierRollup.org_id, QuotaTierRollup.period_start).in_(wanted))
-    )
-    for org_id, start, tier, minutes, billable in rows:
+    for org_id, start, tier, minutes, billable in quota_repository.tier_rollups_of(session, wanted):
         if not catalog.has_tier(tier):
             continue
         t = catalog.tier(tier)
         key = (org_id, start)
-        weighted[key] += int(minutes) * t.small_hour_weight
-        cost[key] += minutes_cost(int(billable), t.hourly_rate)
+        weighted[key] += minutes * t.small_hour_weight
+        cost[key] += minutes_cost(billable, t.hourly_rate)
     return {k: PeriodTotals(weighted[k], cost[k]) for k in wanted}

@@ -7,8 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from orzbob.api.deps import PrincipalDep, RuntimeDep, StaffDep
-from orzbob.testclock import service
-from orzbob.testclock.service import MAX_ADVANCE_SECONDS
+from orzbob.testclock import control
+from orzbob.testclock.control import MAX_ADVANCE_SECONDS
 
 router = APIRouter(prefix="/v1/test-clock", tags=["test clock"])
 
@@ -32,10 +32,10 @@ class AdvanceOut(BaseModel):
 
 @router.get("", response_model=ClockOut)
 def get_clock(_: PrincipalDep, runtime: RuntimeDep) -> ClockOut:
-    return ClockOut(now=service.require_test_clock(runtime).now())
+    return ClockOut(now=control.require_test_clock(runtime).now())
 
 
 @router.post("/advance", response_model=AdvanceOut)
 async def advance_clock(body: AdvanceIn, _: StaffDep, runtime: RuntimeDep) -> AdvanceOut:
-    now, runs = await run_in_threadpool(service.advance, runtime, body.seconds)
+    now, runs = await run_in_threadpool(control.advance, runtime, body.seconds)
     return AdvanceOut(now=now, jobs_run=runs)

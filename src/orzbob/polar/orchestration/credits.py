@@ -1,4 +1,5 @@
-"""Shipping support credits to Polar: a fixed, once-only discount on the subscription.
+"""Shipping support credits to Polar (the `credits.polar` job): a fixed, once-only discount on
+the subscription.
 
 Polar applies a subscription's discount to its next invoice, the one that closes the current
 period, and a subscription holds one discount at a time. So each run folds an org's pending

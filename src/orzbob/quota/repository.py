@@ -1,0 +1,97 @@
+"""Queries on quota periods and their rollups (the tables `quota` owns)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
+
+
+class QuotaRepository:
+    def period(
+        self, session: Session, org_id: uuid.UUID, period_start: datetime
+    ) -> QuotaPeriod | None:
+        return session.scalars(
+            select(QuotaPeriod).where(
+                QuotaPeriod.org_id == org_id, QuotaPeriod.period_start == period_start
+            )
+        ).one_or_none()
+
+    def tier_rollups(
+        self, session: Session, org_id: uuid.UUID, period_start: datetime
+    ) -> Sequence[QuotaTierRollup]:
+        return session.scalars(
+            select(QuotaTierRollup).where(
+                QuotaTierRollup.org_id == org_id, QuotaTierRollup.period_start == period_start
+            )
+        ).all()
+
+    def tier_rollups_of(
+        self, session: Session, keys: Sequence[tuple[uuid.UUID, datetime]]
+    ) -> list[tuple[uuid.UUID, datetime, str, int, int]]:
+        """(org, period start, tier, minutes, billable minutes) of every tier rollup of the
+        given (org, period start) keys, in one query."""
+        return [
+            (org_id, start, tier, int(minutes), int(billable))
+            for org_id, start, tier, minutes, billable in session.execute(
+                select(
+                    QuotaTierRollup.org_id,
+                    QuotaTierRollup.period_start,
+                    QuotaTierRollup.tier,
+                    QuotaTierRollup.minutes,
+                    QuotaTierRollup.billable_minutes,
+                ).where(tuple_(QuotaTierRollup.org_id, QuotaTierRollup.period_start).in_(keys))
+            )
+        ]
+
+    def day_minutes(self, session: Session, org_id: uuid.UUID, day: date) -> int:
+        minutes = session.scalar(
+            select(DailyUsage.minutes).where(DailyUsage.org_id == org_id, DailyUsage.day == day)
+        )
+        return int(minutes or 0)
+
+    def recorded_bases(
+        self, session: Session, org_id: uuid.UUID, *, ending_after: datetime, before: datetime
+    ) -> dict[datetime, tuple[str | None, int | None]]:
+        """(plan id, monthly base in cents) recorded on each period row that ends after
+        `ending_after` and starts before `before`, by period start."""
+        return {
+            start: (plan_id, cents)
+            for start, plan_id, cents in session.execute(
+                select(
+                    QuotaPeriod.period_start, QuotaPeriod.plan_id, QuotaPeriod.monthly_base_cents
+                ).where(
+                    QuotaPeriod.org_id == org_id,
+                    QuotaPeriod.period_end > ending_after,
+                    QuotaPeriod.period_start < before,
+                )
+            )
+        }
+
+    def billable_minutes_by_tier(
+        self, session: Session, org_id: uuid.UUID, *, start: datetime, before: datetime
+    ) -> list[tuple[datetime, str, int]]:
+        """(period start, tier, billable minutes) of every tier rollup starting in
+        [start, before)."""
+        return [
+            (s, tier, int(minutes))
+            for s, tier, minutes in session.execute(
+                select(
+                    QuotaTierRollup.period_start,
+                    QuotaTierRollup.tier,
+                    QuotaTierRollup.billable_minutes,
+                ).where(
+                    QuotaTierRollup.org_id == org_id,
+                    QuotaTierRollup.period_start >= start,
+                    QuotaTierRollup.period_start < before,
+                )
+            )
+        ]
+
+
+quota_repository = QuotaRepository()
