@@ -100,7 +100,7 @@ class AlertSender:
     lease: timedelta = timedelta(seconds=30)
     base_delay: float = 30.0
     max_delay: float = 1800.0
-    # Tries to record an outcome when the database connection fails (about 6 s in all, well
+    # Tries to record an outcome when the database connection fails (about 5 s in all, well
     # within any lease renewed in flight): a message the server accepted must not go twice.
     record_attempts: int = 8
     worker_id: str = field(
