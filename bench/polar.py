@@ -29,8 +29,9 @@ from orzbob.instances.service import instance_service
 from orzbob.kit.metrics import REGISTRY
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.models import UsageSegment
+from orzbob.metering.service import metering_service
 from orzbob.polar.client import PolarGateway
-from orzbob.quota.allocation import UsageDraft, allocate
+from orzbob.quota.allocation import UsageDraft
 from orzbob.runtime import Runtime
 from polar_local import create_app, run_in_thread
 
@@ -63,7 +64,7 @@ class Ledger:
         with rt.session() as s:
             org = s.get(Org, self.org_id)
             assert org is not None
-            allocate(s, org, drafts, catalog=rt.catalog, now=datetime.now(UTC))
+            metering_service.record(s, org, drafts, catalog=rt.catalog, now=datetime.now(UTC))
 
 
 def _ledger(rt: Runtime) -> Ledger:

@@ -21,6 +21,7 @@ from orzbob.api.app import create_app
 from orzbob.catalog.models import Catalog
 from orzbob.catalog.service import default_catalog
 from orzbob.config import Settings
+from orzbob.hooks import install_hooks
 from orzbob.kit.clock import ManualClock
 from orzbob.kit.db import Base, make_engine
 from orzbob.kit.migrate import upgrade
@@ -32,6 +33,13 @@ T0 = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 def soak_scale() -> float:
     """Long fault and soak tests shrink by this factor in CI (ORZBOB_SOAK_SCALE)."""
     return float(os.environ.get("ORZBOB_SOAK_SCALE", "1"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hooks() -> None:
+    """The hooks every process installs at start (the app and the job runner do), so a test
+    that runs a job without building the app sees the same wiring."""
+    install_hooks()
 
 
 @pytest.fixture(scope="session")

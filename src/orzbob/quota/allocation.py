@@ -1,33 +1,25 @@
-"""Allocating usage to the allowance, in the transaction that records it (docs/spec.md §1, §4)."""
+"""Allocating usage to the allowance, in the transaction that records it (docs/spec.md §1, §4).
+Quota owns the allowance and the rollups; metering writes the usage records."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
-from orzbob.kit.db import insert_ignore, new_id, on_commit, upsert_add
+from orzbob.kit.db import insert_ignore, on_commit, upsert_add
 from orzbob.kit.money import to_cents
-from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period, period_for
 
 _EPSILON = timedelta(microseconds=1)
-
-# Called at the end of `allocate_many`, in the same transaction, with the record rows written
-# (the period rows they touched are locked). Higher domains register here (alerts evaluate
-# thresholds) from `orzbob.hooks.install_hooks`.
-UsageRecordedHook = Callable[[Session, Sequence[dict[str, Any]], Catalog, datetime], None]
-usage_recorded_hooks: list[UsageRecordedHook] = []
 
 
 @dataclass(frozen=True)
@@ -92,10 +84,24 @@ def lock_periods(
     return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
 
 
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A draft placed in its period: how much of it the allowance covers and what is
+    overage. Metering writes it as a usage record."""
+
+    draft: UsageDraft
+    plan_id: str
+    period_start: datetime
+    included: int
+    overage: int
+    billable: int
+    small: int
+
+
 def allocate(
     session: Session, org: Org, drafts: list[UsageDraft], *, catalog: Catalog, now: datetime
-) -> list[dict[str, Any]]:
-    """Write usage records for one org's drafts; see `allocate_many`."""
+) -> list[Allocation]:
+    """Allocate one org's drafts; see `allocate_many`."""
     return allocate_many(session, {org.id: org}, {org.id: drafts}, catalog=catalog, now=now)
 
 
@@ -106,15 +112,16 @@ def allocate_many(
     *,
     catalog: Catalog,
     now: datetime,
-) -> list[dict[str, Any]]:
-    """Write usage records for the drafts (each org's in order), consuming each org's
-    allowance in that order and updating the period, tier and daily rollups, all in the
-    caller's transaction. Returns the record rows written."""
+) -> list[Allocation]:
+    """Consume each org's allowance by its drafts, in order, and update the period, tier and
+    daily rollups, all in the caller's transaction (the period rows stay locked until it
+    ends). Returns the allocations, for the caller to record in the same transaction."""
     placed: list[tuple[UsageDraft, Period, datetime]] = []
     for org_id in sorted(drafts_by_org):
+        org = orgs[org_id]
         for draft in drafts_by_org[org_id]:
             instant = _owning_instant(draft)
-            placed.append((draft, org_period(orgs[org_id], instant), instant))
+            placed.append((draft, org_period(org, instant), instant))
     if not placed:
         return []
     periods = lock_periods(session, {(d.org_id, p) for d, p, _ in placed})
@@ -122,7 +129,8 @@ def allocate_many(
         lambda: [0, 0, 0, 0, 0]
     )
     day_sums: dict[tuple[uuid.UUID, date], int] = defaultdict(int)
-    rows: list[dict[str, Any]] = []
+    out: list[Allocation] = []
+    base_cents = {p.id: to_cents(p.monthly_base) for p in catalog.plans}
     for draft, period, instant in placed:
         org = orgs[draft.org_id]
         plan = catalog.plan(org.plan_id)
@@ -134,9 +142,12 @@ def allocate_many(
         overage = draft.minutes - included
         small = included * weight
         billable = overage if plan.bills_overage else 0
-        qp.used_small_minutes += small
-        qp.plan_id = plan.id
-        qp.monthly_base_cents = to_cents(plan.monthly_base)
+        if small:
+            qp.used_small_minutes += small
+        if qp.plan_id != plan.id:
+            qp.plan_id = plan.id
+        if qp.monthly_base_cents != base_cents[plan.id]:
+            qp.monthly_base_cents = base_cents[plan.id]
         if (
             qp.exhausted_at is None
             and plan.included_small_minutes > 0
@@ -149,36 +160,13 @@ def allocate_many(
             )
             on_commit(session, metrics.quota_exceeded_total.labels(plan=plan.id).inc)
         sums = tier_sums[(org.id, period.start, draft.tier)]
-        for i, v in enumerate((draft.minutes, included, overage, billable, small)):
-            sums[i] += v
+        sums[0] += draft.minutes
+        sums[1] += included
+        sums[2] += overage
+        sums[3] += billable
+        sums[4] += small
         day_sums[(org.id, instant.date())] += draft.minutes
-        rows.append(
-            {
-                "id": new_id(),
-                "org_id": org.id,
-                "instance_id": draft.instance_id,
-                "segment_id": draft.segment_id,
-                "tier": draft.tier,
-                "plan_id": plan.id,
-                "interval_start": draft.interval_start,
-                "interval_end": draft.interval_end,
-                "period_start": period.start,
-                "minutes": draft.minutes,
-                "included_minutes": included,
-                "overage_minutes": overage,
-                "billable_minutes": billable,
-                "small_minutes": small,
-                "state": RecordState.PENDING.value,
-                "claimed_by": None,
-                "claim_expires_at": None,
-                "attempts": 0,
-                "last_error": None,
-                "created_at": now,
-                "sent_at": None,
-            }
-        )
-        metrics.usage_records_total.labels(tier=draft.tier).inc()
-    session.execute(insert(UsageRecord), rows)
+        out.append(Allocation(draft, plan.id, period.start, included, overage, billable, small))
     upsert_add(
         session,
         QuotaTierRollup.__table__,  # type: ignore[arg-type]
@@ -204,6 +192,4 @@ def allocate_many(
         [{"org_id": org_id, "day": d, "minutes": m} for (org_id, d), m in sorted(day_sums.items())],
     )
     session.flush()
-    for hook in usage_recorded_hooks:
-        hook(session, rows, catalog, now)
-    return rows
+    return out
