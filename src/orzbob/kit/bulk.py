@@ -32,24 +32,24 @@ def append_rows(
 def update_by_key(
     session: Session,
     table: Table,
-    key: str,
+    keys: Sequence[str],
     columns: Sequence[str],
     rows: Sequence[tuple[Any, ...]],
 ) -> None:
-    """Set `columns` of the rows whose `key` is each tuple's first value, in one statement on
-    PostgreSQL (`UPDATE … FROM unnest(…)`), an `executemany` elsewhere. Rows are updated in
-    the given order; the caller already holds their locks."""
+    """Set `columns` of the rows identified by `keys` (each tuple holds the key values, then
+    the column values), in one statement on PostgreSQL (`UPDATE … FROM unnest(…)`), an
+    `executemany` elsewhere. The caller already holds the rows' locks."""
     if not rows:
         return
     conn = session.connection()
+    names = [*keys, *columns]
     if conn.dialect.name == "postgresql":
-        names = [key, *columns]
-        types = [table.c[n].type.compile(dialect=conn.dialect) for n in names]
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
         sets = ", ".join(f"{c} = v.{c}" for c in columns)
+        match = " AND ".join(f"{table.name}.{k} = v.{k}" for k in keys)
         sql = (
-            f"UPDATE {table.name} SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) "
-            f"WHERE {table.name}.{key} = v.{key}"
+            f"UPDATE {table.name} SET {sets} "
+            f"FROM unnest({_pg_arrays(conn, table, names)}) AS v({', '.join(names)}) "
+            f"WHERE {match}"
         )
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor:
@@ -57,13 +57,35 @@ def update_by_key(
         return
     stmt = (
         update(table)
-        .where(table.c[key] == bindparam("k_" + key))
+        .where(*[table.c[k] == bindparam("k_" + k) for k in keys])
         .values({c: bindparam("v_" + c) for c in columns})
     )
-    conn.execute(
-        stmt,
-        [
-            {"k_" + key: r[0], **{"v_" + c: v for c, v in zip(columns, r[1:], strict=True)}}
-            for r in rows
-        ],
+    params = ["k_" + k for k in keys] + ["v_" + c for c in columns]
+    conn.execute(stmt, [dict(zip(params, r, strict=True)) for r in rows])
+
+
+def _pg_arrays(conn: Any, table: Table, names: Sequence[str]) -> str:
+    return ", ".join(f"%s::{table.c[n].type.compile(dialect=conn.dialect)}[]" for n in names)
+
+
+def upsert_add_pg(
+    session: Session, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> bool:
+    """`kit.db.upsert_add` as one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE` on
+    PostgreSQL (one statement, one round trip, whatever the number of rows); False on
+    another database, for the caller to fall back."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        return False
+    session.flush()
+    names = list(rows[0])
+    adds = ", ".join(f"{n} = {table.name}.{n} + EXCLUDED.{n}" for n in names if n not in keys)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "
+        f"SELECT * FROM unnest({_pg_arrays(conn, table, names)}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}"
     )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor:
+        cursor.execute(sql, [[r[n] for r in rows] for n in names])
+    return True

@@ -16,6 +16,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from orzbob.kit.bulk import upsert_add_pg
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -167,7 +169,10 @@ def upsert_add(
     if not rows:
         return
     dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
+    if dialect == "postgresql":
+        upsert_add_pg(session, table, keys, rows)
+        return
+    module: Any = sqlite
     stmt = module.insert(table)
     adds = {col: table.c[col] + stmt.excluded[col] for col in rows[0] if col not in set(keys)}
     # One cached statement executed over the rows (a driver-level batch), not a VALUES list

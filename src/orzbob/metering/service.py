@@ -292,7 +292,7 @@ class MeteringService:
         update_by_key(
             session,
             UsageSegment.__table__,  # type: ignore[arg-type]
-            "id",
+            ("id",),
             ("emitted_minutes", "counted_until"),
             moved,
         )

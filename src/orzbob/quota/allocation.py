@@ -10,16 +10,19 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
+from orzbob.kit.bulk import update_by_key
 from orzbob.kit.db import insert_ignore, on_commit, upsert_add
 from orzbob.kit.money import to_cents
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period, period_for
 
 _EPSILON = timedelta(microseconds=1)
+_PERIOD_COLUMNS = ("used_small_minutes", "exhausted_at", "plan_id", "monthly_base_cents")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,14 @@ def lock_periods(
     return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
 
 
+@dataclass(slots=True)
+class _PeriodState:
+    used: int
+    exhausted_at: datetime | None
+    plan_id: str | None
+    base_cents: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Allocation:
     """A draft placed in its period: how much of it the allowance covers and what is
@@ -131,31 +142,33 @@ def allocate_many(
     day_sums: dict[tuple[uuid.UUID, date], int] = defaultdict(int)
     out: list[Allocation] = []
     base_cents = {p.id: to_cents(p.monthly_base) for p in catalog.plans}
+    # Each period's new values, written in one statement at the end (the rows are locked).
+    state = {
+        key: _PeriodState(qp.used_small_minutes, qp.exhausted_at, qp.plan_id, qp.monthly_base_cents)
+        for key, qp in periods.items()
+    }
     for draft, period, instant in placed:
         org = orgs[draft.org_id]
         plan = catalog.plan(org.plan_id)
-        qp = periods[(org.id, period.start)]
+        st = state[(org.id, period.start)]
         weight = catalog.tier(draft.tier).small_hour_weight
-        remaining = max(0, plan.included_small_minutes - qp.used_small_minutes)
+        remaining = max(0, plan.included_small_minutes - st.used)
         # Whole minutes only: a minute that does not fit the allowance entirely is overage.
         included = min(draft.minutes, remaining // weight)
         overage = draft.minutes - included
         small = included * weight
         billable = overage if plan.bills_overage else 0
-        if small:
-            qp.used_small_minutes += small
-        if qp.plan_id != plan.id:
-            qp.plan_id = plan.id
-        if qp.monthly_base_cents != base_cents[plan.id]:
-            qp.monthly_base_cents = base_cents[plan.id]
+        st.used += small
+        st.plan_id = plan.id
+        st.base_cents = base_cents[plan.id]
         if (
-            qp.exhausted_at is None
+            st.exhausted_at is None
             and plan.included_small_minutes > 0
-            and (overage > 0 or qp.used_small_minutes >= plan.included_small_minutes)
+            and (overage > 0 or st.used >= plan.included_small_minutes)
         ):
             # The moment the last included minute was used, not the end of the record that
             # crossed (records run up to a day long, split only at midnights).
-            qp.exhausted_at = min(
+            st.exhausted_at = min(
                 draft.interval_end, draft.interval_start + timedelta(minutes=included)
             )
             on_commit(session, metrics.quota_exceeded_total.labels(plan=plan.id).inc)
@@ -167,6 +180,22 @@ def allocate_many(
         sums[4] += small
         day_sums[(org.id, instant.date())] += draft.minutes
         out.append(Allocation(draft, plan.id, period.start, included, overage, billable, small))
+    changed = []
+    for key, st in sorted(state.items()):
+        qp = periods[key]
+        values = (st.used, st.exhausted_at, st.plan_id, st.base_cents)
+        if values != (qp.used_small_minutes, qp.exhausted_at, qp.plan_id, qp.monthly_base_cents):
+            changed.append((*key, *values))
+            # The locked ORM rows stay what the database now holds, with nothing to flush.
+            for name, value in zip(_PERIOD_COLUMNS, values, strict=True):
+                set_committed_value(qp, name, value)
+    update_by_key(
+        session,
+        QuotaPeriod.__table__,  # type: ignore[arg-type]
+        ("org_id", "period_start"),
+        _PERIOD_COLUMNS,
+        changed,
+    )
     upsert_add(
         session,
         QuotaTierRollup.__table__,  # type: ignore[arg-type]
