@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, Table, Uuid, any_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.kit import metrics
-from orzbob.kit.db import session_scope
+from orzbob.kit.db import dialect_name, session_scope
 from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
 
@@ -40,16 +41,32 @@ log = logging.getLogger(__name__)
 EVENT_NAME = "orzbob.compute"
 
 
-def polar_event(record: UsageRecord) -> dict[str, Any]:
+# What the flusher reads of a record to ship it (the claim returns these columns).
+_EVENT_COLUMNS = (
+    UsageRecord.id,
+    UsageRecord.org_id,
+    UsageRecord.instance_id,
+    UsageRecord.tier,
+    UsageRecord.minutes,
+    UsageRecord.billable_minutes,
+    UsageRecord.small_minutes,
+    UsageRecord.interval_end,
+    UsageRecord.period_start,
+)
+
+
+def polar_event(record: Any) -> dict[str, Any]:
+    """The Polar event of a usage record (a `UsageRecord` or a row of `_EVENT_COLUMNS`)."""
+    record_id = str(record.id)
     return {
         "name": EVENT_NAME,
         "external_customer_id": str(record.org_id),
-        "external_id": str(record.id),
+        "external_id": record_id,
         "timestamp": record.interval_end.isoformat(),
         "metadata": {
             # Polar never returns an event's external_id, so reconciliation matches on this
             # copy of it.
-            "record_id": str(record.id),
+            "record_id": record_id,
             "instance_id": str(record.instance_id),
             "tier": record.tier,
             "minutes": record.minutes,
@@ -58,6 +75,13 @@ def polar_event(record: UsageRecord) -> dict[str, Any]:
             "period_start": record.period_start.isoformat(),
         },
     }
+
+
+def _ids_in(ids: list[uuid.UUID], dialect: str) -> ColumnElement[bool]:
+    # On PostgreSQL one array parameter (`= ANY`), not a thousand placeholders to parse.
+    if dialect == "postgresql":
+        return UsageRecord.id == any_(bindparam("ids", ids, type_=postgresql.ARRAY(Uuid())))
+    return UsageRecord.id.in_(ids)
 
 
 @dataclass
@@ -109,27 +133,29 @@ class Flusher:
 
     # -- claiming and marking ----------------------------------------------------------
     def _claim(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+        """Lease the next batch in one statement: an UPDATE of the oldest unleased pending
+        records (picked `FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent flushers
+        never pick the same ones) that returns what their events need."""
         now = datetime.now(UTC)
-        with session_scope(self.sessions) as s:
-            records = s.scalars(
-                select(UsageRecord)
-                .where(
-                    UsageRecord.state == RecordState.PENDING.value,
-                    or_(UsageRecord.claim_expires_at.is_(None), UsageRecord.claim_expires_at < now),
-                )
-                .order_by(UsageRecord.id)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True, key_share=True)
-            ).all()
-            if not records:
-                return []
-            s.execute(
-                update(UsageRecord)
-                .where(UsageRecord.id.in_([r.id for r in records]))
-                .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
-                .execution_options(synchronize_session=False)
+        table: Table = UsageRecord.__table__  # type: ignore[assignment]
+        picked = (
+            select(UsageRecord.id)
+            .where(
+                UsageRecord.state == RecordState.PENDING.value,
+                or_(UsageRecord.claim_expires_at.is_(None), UsageRecord.claim_expires_at < now),
             )
-            return [(r.id, polar_event(r)) for r in records]
+            .order_by(UsageRecord.id)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        with session_scope(self.sessions) as s:
+            rows = s.execute(
+                update(table)
+                .where(table.c.id.in_(picked.scalar_subquery()))
+                .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
+                .returning(*_EVENT_COLUMNS)
+            ).all()
+        return [(r.id, polar_event(r)) for r in sorted(rows, key=lambda r: r.id)]
 
     @contextmanager
     def _renewing(self, ids: list[uuid.UUID]) -> Iterator[None]:
@@ -157,7 +183,7 @@ class Flusher:
             s.execute(
                 update(UsageRecord)
                 .where(
-                    UsageRecord.id.in_(ids),
+                    _ids_in(ids, dialect_name(s)),
                     UsageRecord.claimed_by == self.worker_id,
                     UsageRecord.state == RecordState.PENDING.value,
                 )
@@ -191,7 +217,7 @@ class Flusher:
             result = s.execute(
                 update(UsageRecord)
                 .where(
-                    UsageRecord.id.in_(ids),
+                    _ids_in(ids, dialect_name(s)),
                     UsageRecord.claimed_by == self.worker_id,
                     UsageRecord.state == RecordState.PENDING.value,
                 )
