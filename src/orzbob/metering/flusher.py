@@ -98,6 +98,14 @@ class _Stop(Exception):
     pass
 
 
+def _merge(into: FlushReport, part: FlushReport) -> None:
+    into.sent += part.sent
+    into.duplicates += part.duplicates
+    into.dead += part.dead
+    into.retries += part.retries
+    into.stopped = into.stopped or part.stopped
+
+
 @dataclass
 class Flusher:
     sessions: sessionmaker[Session]
@@ -112,21 +120,64 @@ class Flusher:
     )
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    # Batches on the wire at once: the database work of one (claim, mark) overlaps the HTTP
+    # round trip of another.
+    in_flight: int = 2
 
     def flush(self, *, max_batches: int | None = None) -> FlushReport:
         """Send pending records until none are left (or `max_batches`); a failure that
-        outlasts the retries stops this run and leaves the records pending."""
+        outlasts the retries stops this run and leaves the records pending. Up to
+        `in_flight` batches are on the wire at once (each its own claim, lease and mark, as
+        if sent by separate flushers), over the gateway's kept-alive connections."""
         report = FlushReport()
+        lock = threading.Lock()
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                while not done.is_set():
+                    with lock:
+                        if max_batches is not None and report.batches >= max_batches:
+                            return
+                        report.batches += 1  # reserved before the claim, for max_batches
+                    batch = self._claim()
+                    if not batch:
+                        with lock:
+                            report.batches -= 1
+                        done.set()
+                        return
+                    mine = FlushReport()
+                    try:
+                        with (
+                            metrics.flush_duration_seconds.time(),
+                            self._renewing([i for i, _ in batch]),
+                        ):
+                            self._ship(batch, mine)
+                    except _Stop as stop:
+                        mine.stopped = str(stop)
+                        done.set()
+                    finally:
+                        with lock:
+                            _merge(report, mine)
+            except BaseException as exc:  # re-raised by the caller's thread
+                done.set()
+                errors.append(exc)
+
         try:
-            while max_batches is None or report.batches < max_batches:
-                batch = self._claim()
-                if not batch:
-                    break
-                report.batches += 1
-                with metrics.flush_duration_seconds.time(), self._renewing([i for i, _ in batch]):
-                    self._ship(batch, report)
-        except _Stop as stop:
-            report.stopped = str(stop)
+            if self.in_flight <= 1:
+                run()
+            else:
+                threads = [
+                    threading.Thread(target=run, name=f"flusher-{n}", daemon=True)
+                    for n in range(self.in_flight)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            if errors:
+                raise errors[0]
         finally:
             self.update_gauges()
         return report
