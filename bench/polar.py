@@ -111,8 +111,10 @@ class _NullSink:
 
     def __init__(self) -> None:
         self.requests = 0
+        self.clients: set[asyncio.StreamWriter] = set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.clients.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -130,6 +132,8 @@ class _NullSink:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+        finally:
+            self.clients.discard(writer)
 
     @contextmanager
     def running(self) -> Iterator[str]:
@@ -147,9 +151,17 @@ class _NullSink:
         try:
             yield f"http://127.0.0.1:{ready[0]}"
         finally:
-            loop.call_soon_threadsafe(server.close)
+
+            async def shutdown() -> None:
+                server.close()
+                for client in list(self.clients):  # each handler then ends on EOF
+                    client.close()
+                await server.wait_closed()
+
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
+            loop.close()
 
 
 def bench_null_sink(kind: str, records: int, batch_size: int) -> None:
