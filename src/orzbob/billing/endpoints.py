@@ -5,8 +5,8 @@ import uuid
 from fastapi import APIRouter
 
 from orzbob.api.deps import NowDep, OrgAdminDep, OrgPrincipalDep, RuntimeDep, SessionDep, StaffDep
+from orzbob.billing.schemas import BillingOut, SpendLimitIn
 from orzbob.billing.service import billing_service
-from orzbob.quota.schemas import BillingOut, SpendLimitIn
 from orzbob.quota.service import quota_service
 
 router = APIRouter(tags=["billing"])

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
 from orzbob.alerts.service import alert_service
+from orzbob.billing.schemas import BillingOut, ThrottleOut, UpcomingOut
 from orzbob.catalog.models import Catalog
-from orzbob.quota.schemas import BillingOut, ThrottleOut, UpcomingOut
 from orzbob.quota.service import quota_service
 from orzbob.throttle.status import throttle_status
 
