@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from pydantic import BaseModel
+from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal, account_service
@@ -40,6 +41,35 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+T = TypeVar("T")
+
+
+def _in_transaction(factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    with session_scope(factory) as session:
+        return work(session)
+
+
+async def in_transaction(
+    runtime: Runtime, work: Callable[[Session], T], *, read_only: bool = False
+) -> T:
+    """Run `work` in one transaction, committed before it returns, on one threadpool hop.
+
+    For the hot paths: `SessionDep` costs a thread hop to open the session, another for the
+    endpoint and a third to commit; this is one. A read-only one takes no write lock on
+    SQLite."""
+    factory = runtime.read_sessions if read_only else runtime.sessions
+    return await run_in_threadpool(_in_transaction, factory, work)
+
+
+def json_response(model: BaseModel, *, status_code: int = 200) -> Response:
+    """The model as JSON through pydantic's compiled serializer: the same bytes FastAPI
+    would send for a `response_model` of the model's class, without validating it again."""
+    return Response(
+        model.__pydantic_serializer__.to_json(model),
+        status_code=status_code,
+        media_type="application/json",
+    )
 
 
 async def get_now(runtime: RuntimeDep) -> datetime:

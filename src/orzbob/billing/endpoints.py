@@ -2,9 +2,18 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from orzbob.api.deps import NowDep, OrgAdminDep, OrgPrincipalDep, RuntimeDep, SessionDep, StaffDep
+from orzbob.api.deps import (
+    NowDep,
+    OrgAdminDep,
+    OrgPrincipalDep,
+    RuntimeDep,
+    SessionDep,
+    StaffDep,
+    in_transaction,
+    json_response,
+)
 from orzbob.billing.schemas import BillingOut, SpendLimitIn
 from orzbob.billing.service import billing_service
 from orzbob.quota.service import quota_service
@@ -13,12 +22,16 @@ router = APIRouter(tags=["billing"])
 
 
 @router.get("/v1/billing", response_model=BillingOut)
-def get_billing(
-    principal: OrgPrincipalDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
-) -> BillingOut:
+async def get_billing(principal: OrgPrincipalDep, runtime: RuntimeDep, now: NowDep) -> Response:
     """This period's usage, allowance, estimated bill, credits, forecast and throttles."""
-    assert principal.org_id is not None
-    return billing_service.read_of(session, principal.org_id, catalog=runtime.catalog, now=now)
+    org_id = principal.org_id
+    assert org_id is not None
+    out = await in_transaction(
+        runtime,
+        lambda session: billing_service.read_of(session, org_id, catalog=runtime.catalog, now=now),
+        read_only=True,
+    )
+    return json_response(out)
 
 
 @router.put("/v1/billing/spend-limit", response_model=BillingOut)
