@@ -3,6 +3,7 @@ applied up to the period's gross bill (the estimate never goes below $0.00)."""
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,10 +41,13 @@ def credits_for_period(
     *,
     now: datetime,
     gross: Decimal,
+    grants: list[tuple[datetime, int]] | None = None,
 ) -> Credits:
     """Credits granted this period plus the balance carried in from earlier ones, applied
-    up to this period's gross bill (so the estimate never goes below $0.00)."""
-    grants = credit_service.grants_until(session, org.id, now)
+    up to this period's gross bill (so the estimate never goes below $0.00). `grants`:
+    the org's grants up to `now`, when the caller has read them."""
+    if grants is None:
+        grants = credit_grants_until(session, org.id, now)
     if not grants:
         return Credits(ZERO, ZERO, ZERO, ZERO)
     balance = 0
@@ -58,6 +62,12 @@ def credits_for_period(
         applied=from_cents(applied),
         balance=from_cents(available - applied),
     )
+
+
+def credit_grants_until(
+    session: Session, org_id: uuid.UUID, now: datetime
+) -> list[tuple[datetime, int]]:
+    return credit_service.grants_until(session, org_id, now)
 
 
 def _carried_in(

@@ -23,7 +23,7 @@ from orzbob.catalog.models import Catalog, Plan
 from orzbob.kit.errors import Unprocessable
 from orzbob.kit.money import ZERO, format_usd, from_cents, minutes_cost, to_cents
 from orzbob.quota.allocation import org_period
-from orzbob.quota.credit_balance import Credits, credits_for_period
+from orzbob.quota.credit_balance import Credits, credit_grants_until, credits_for_period
 from orzbob.quota.forecast import Forecast, TierUsage, forecast
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period
@@ -99,57 +99,111 @@ def in_overage(plan: Plan, tiers: list[TierLine], *, remaining: int) -> bool:
     return any(t.overage_minutes > 0 and t.small_hour_weight > remaining for t in tiers)
 
 
+@dataclass(frozen=True)
+class PeriodFacts:
+    """The rows a status read is made of. A caller that batches its reads (the billing read
+    model) passes them to `status`; otherwise `status` reads them itself."""
+
+    used_small_minutes: int  # 0 while the period has no row yet
+    exhausted_at: datetime | None
+    # tier -> (minutes, included, overage, billable, small-minutes) this period
+    rollups: dict[str, tuple[int, int, int, int, int]]
+    today_minutes: int
+    grants: list[tuple[datetime, int]]  # (granted at, cents) up to now, oldest first
+
+
 class QuotaService:
-    def status(self, session: Session, org: Org, *, catalog: Catalog, now: datetime) -> QuotaStatus:
-        """The org's status for the period containing `now`, under its current plan."""
-        plan = catalog.plan(org.plan_id)
-        period = org_period(org, now)
-        qp = session.scalars(
-            select(QuotaPeriod).where(
+    def facts(self, session: Session, org: Org, period: Period, *, now: datetime) -> PeriodFacts:
+        qp = session.execute(
+            select(QuotaPeriod.used_small_minutes, QuotaPeriod.exhausted_at).where(
                 QuotaPeriod.org_id == org.id, QuotaPeriod.period_start == period.start
             )
         ).one_or_none()
-        rollups = {
-            r.tier: r
-            for r in session.scalars(
-                select(QuotaTierRollup).where(
-                    QuotaTierRollup.org_id == org.id, QuotaTierRollup.period_start == period.start
-                )
-            )
-        }
+        rollups = self.rollups(session, org.id, period.start)
         today = session.scalar(
             select(DailyUsage.minutes).where(
                 DailyUsage.org_id == org.id, DailyUsage.day == now.astimezone(UTC).date()
             )
         )
+        return PeriodFacts(
+            used_small_minutes=int(qp.used_small_minutes) if qp else 0,
+            exhausted_at=qp.exhausted_at if qp else None,
+            rollups=rollups,
+            today_minutes=int(today or 0),
+            grants=credit_grants_until(session, org.id, now),
+        )
+
+    def rollups(
+        self, session: Session, org_id: uuid.UUID, period_start: datetime
+    ) -> dict[str, tuple[int, int, int, int, int]]:
+        return {
+            r.tier: (
+                int(r.minutes),
+                int(r.included_minutes),
+                int(r.overage_minutes),
+                int(r.billable_minutes),
+                int(r.small_minutes),
+            )
+            for r in session.execute(
+                select(
+                    QuotaTierRollup.tier,
+                    QuotaTierRollup.minutes,
+                    QuotaTierRollup.included_minutes,
+                    QuotaTierRollup.overage_minutes,
+                    QuotaTierRollup.billable_minutes,
+                    QuotaTierRollup.small_minutes,
+                ).where(
+                    QuotaTierRollup.org_id == org_id, QuotaTierRollup.period_start == period_start
+                )
+            )
+        }
+
+    def status(
+        self,
+        session: Session,
+        org: Org,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        facts: PeriodFacts | None = None,
+    ) -> QuotaStatus:
+        """The org's status for the period containing `now`, under its current plan; from
+        `facts` when the caller read them for this period (see `PeriodFacts`)."""
+        plan = catalog.plan(org.plan_id)
+        period = org_period(org, now)
+        if facts is None:
+            facts = self.facts(session, org, period, now=now)
+        rollups = facts.rollups
         tiers: list[TierLine] = []
         for tier in catalog.tiers:
             r = rollups.get(tier.id)
             if r is None and not plan.allows_tier(tier.id):
                 continue
-            billable = r.billable_minutes if r else 0
+            minutes, included_m, overage_m, billable, small = r or (0, 0, 0, 0, 0)
             tiers.append(
                 TierLine(
                     tier=tier.id,
                     name=tier.name,
                     hourly_rate=tier.hourly_rate,
                     small_hour_weight=tier.small_hour_weight,
-                    minutes=r.minutes if r else 0,
-                    included_minutes=r.included_minutes if r else 0,
-                    overage_minutes=r.overage_minutes if r else 0,
+                    minutes=minutes,
+                    included_minutes=included_m,
+                    overage_minutes=overage_m,
                     billable_minutes=billable,
-                    small_minutes=r.small_minutes if r else 0,
+                    small_minutes=small,
                     cost=minutes_cost(billable, tier.hourly_rate),
                 )
             )
-        used = qp.used_small_minutes if qp else 0
-        exhausted_at = qp.exhausted_at if qp else None
+        used = facts.used_small_minutes
+        exhausted_at = facts.exhausted_at
         weighted = sum(t.minutes * t.small_hour_weight for t in tiers)
         overage = sum(t.overage_minutes for t in tiers)
         included = plan.included_small_minutes
         usage_cost = sum((t.cost for t in tiers), ZERO)
         gross = plan.monthly_base + usage_cost
-        credits = credits_for_period(session, org, catalog, period, now=now, gross=gross)
+        credits = credits_for_period(
+            session, org, catalog, period, now=now, gross=gross, grants=facts.grants
+        )
         estimate = gross - credits.applied
         spend_limit = None if org.spend_limit_cents is None else from_cents(org.spend_limit_cents)
         fc = forecast(
@@ -184,7 +238,7 @@ class QuotaService:
             credits=credits,
             estimate=estimate,
             spend_limit=spend_limit,
-            today_minutes=int(today or 0),
+            today_minutes=facts.today_minutes,
             forecast=fc,
         )
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -15,6 +15,17 @@ from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance, State
 from orzbob.metering.models import UsageSegment
 from orzbob.quota.models import DailyUsage, QuotaPeriod
+
+# Built once (a hot path: every billing read and every cap check of a running org).
+_OPEN_RUNS = (
+    select(UsageSegment, Instance)
+    .join(Instance, Instance.id == UsageSegment.instance_id)
+    .where(
+        UsageSegment.ended_at.is_(None),
+        UsageSegment.org_id.in_(bindparam("org_ids", expanding=True)),
+    )
+    .order_by(UsageSegment.id)
+)
 
 
 class ThrottleRepository:
@@ -27,12 +38,7 @@ class ThrottleRepository:
         out: dict[uuid.UUID, list[tuple[UsageSegment, Instance]]] = defaultdict(list)
         if not ids:
             return out
-        rows = session.execute(
-            select(UsageSegment, Instance)
-            .join(Instance, Instance.id == UsageSegment.instance_id)
-            .where(UsageSegment.ended_at.is_(None), UsageSegment.org_id.in_(ids))
-            .order_by(UsageSegment.id)
-        ).all()
+        rows = session.execute(_OPEN_RUNS, {"org_ids": ids}).all()
         for seg, inst in rows:
             out[seg.org_id].append((seg, inst))
         return out
