@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import BindParameter, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -25,6 +25,27 @@ _OPEN_RUNS = (
         UsageSegment.org_id.in_(bindparam("org_ids", expanding=True)),
     )
     .order_by(UsageSegment.id)
+)
+
+
+_ORG: BindParameter[uuid.UUID] = bindparam("org_id")
+_NOW = bindparam("now", type_=QuotaPeriod.period_start.type)
+# The heartbeat's prefilter, built once.
+_ORG_SNAPSHOT = select(
+    select(func.count())
+    .where(Instance.org_id == _ORG, Instance.state == State.RUNNING.value)
+    .scalar_subquery(),
+    select(QuotaPeriod.used_small_minutes)
+    .where(
+        QuotaPeriod.org_id == _ORG, QuotaPeriod.period_start <= _NOW, QuotaPeriod.period_end > _NOW
+    )
+    .limit(1)
+    .scalar_subquery(),
+    select(DailyUsage.minutes)
+    .where(
+        DailyUsage.org_id == _ORG, DailyUsage.day == bindparam("today", type_=DailyUsage.day.type)
+    )
+    .scalar_subquery(),
 )
 
 
@@ -154,27 +175,9 @@ class ThrottleRepository:
     ) -> tuple[int, int, int]:
         """(running instances, allowance used this period, instance-minutes today) in one
         small statement: the heartbeat's prefilter."""
-        running = (
-            select(func.count())
-            .where(Instance.org_id == org_id, Instance.state == State.RUNNING.value)
-            .scalar_subquery()
-        )
-        used = (
-            select(QuotaPeriod.used_small_minutes)
-            .where(
-                QuotaPeriod.org_id == org_id,
-                QuotaPeriod.period_start <= now,
-                QuotaPeriod.period_end > now,
-            )
-            .limit(1)
-            .scalar_subquery()
-        )
-        today = (
-            select(DailyUsage.minutes)
-            .where(DailyUsage.org_id == org_id, DailyUsage.day == now.date())
-            .scalar_subquery()
-        )
-        n, u, t = session.execute(select(running, used, today)).one()
+        n, u, t = session.execute(
+            _ORG_SNAPSHOT, {"org_id": org_id, "now": now, "today": now.date()}
+        ).one()
         return int(n or 0), int(u or 0), int(t or 0)
 
     def has_running(self, session: Session) -> bool:
