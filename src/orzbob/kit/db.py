@@ -5,12 +5,23 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -214,6 +225,15 @@ def _drop_after_commit(session: Session) -> None:
 
 def dialect_name(session: Session) -> str:
     return session.get_bind().dialect.name
+
+
+def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`, one parameter however
+    many values: a thousand-value IN list costs more to render and parse than to run."""
+    values = list(values)
+    if dialect_name(session) == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
 
 def new_id() -> uuid.UUID:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance, State
+from orzbob.kit.db import one_of
 from orzbob.metering.models import UsageSegment
 from orzbob.quota.models import DailyUsage, QuotaPeriod
 
@@ -133,7 +134,7 @@ class ThrottleRepository:
             .group_by(Instance.org_id)
         )
         if org_ids is not None:
-            grouped = grouped.where(Instance.org_id.in_(sorted(org_ids)))
+            grouped = grouped.where(one_of(session, Instance.org_id, org_ids))
         running = grouped.subquery()
         used = func.coalesce(QuotaPeriod.used_small_minutes, 0)
         today = func.coalesce(DailyUsage.minutes, 0)
