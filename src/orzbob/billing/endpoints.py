@@ -3,11 +3,12 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Response
+from sqlalchemy.orm import Session
 
 from orzbob.api.deps import (
+    CallerDep,
     NowDep,
     OrgAdminDep,
-    OrgPrincipalDep,
     RuntimeDep,
     SessionDep,
     StaffDep,
@@ -22,16 +23,15 @@ router = APIRouter(tags=["billing"])
 
 
 @router.get("/v1/billing", response_model=BillingOut)
-async def get_billing(principal: OrgPrincipalDep, runtime: RuntimeDep, now: NowDep) -> Response:
+async def get_billing(caller: CallerDep, runtime: RuntimeDep, now: NowDep) -> Response:
     """This period's usage, allowance, estimated bill, credits, forecast and throttles."""
-    org_id = principal.org_id
-    assert org_id is not None
-    out = await in_transaction(
-        runtime,
-        lambda session: billing_service.read_of(session, org_id, catalog=runtime.catalog, now=now),
-        read_only=True,
-    )
-    return json_response(out)
+
+    def read(session: Session) -> BillingOut:
+        org_id = caller.org_principal(session).org_id
+        assert org_id is not None
+        return billing_service.read_of(session, org_id, catalog=runtime.catalog, now=now)
+
+    return json_response(await in_transaction(runtime, read, read_only=True))
 
 
 @router.put("/v1/billing/spend-limit", response_model=BillingOut)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal
 from orzbob.api.deps import (
+    CallerDep,
     NowDep,
     OrgPrincipalDep,
     PrincipalDep,
@@ -129,18 +130,17 @@ def stop_instance(
 async def heartbeat(
     instance_id: uuid.UUID,
     body: Heartbeat,
-    principal: OrgPrincipalDep,
+    caller: CallerDep,
     runtime: RuntimeDep,
     now: NowDep,
 ) -> Response:
     """A sign of life from the instance agent. When the instance has reached a cap it is
     paused at once: the response's `state`, `reason` and `notice` say so."""
-    org_id = _org(principal)
 
     def beat(session: Session) -> HeartbeatOut:
         done = instance_service.heartbeat(
             session,
-            org_id,
+            _org(caller.org_principal(session)),
             instance_id,
             active=body.active,
             source=body.source,
