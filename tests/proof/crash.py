@@ -129,9 +129,9 @@ class Driver:
                 del self.live[iid]  # stopped by the timeout or a cap
 
     def settle(self, headers: dict[str, str]) -> None:
-        """Without pool pre-ping, the first statement on a connection the database dropped
-        fails (500, nothing written) and the pool renews the rest: let each API process meet
-        its dead connections before the churn goes on."""
+        """A statement on a connection the database drops under it fails (500, nothing
+        written); idle pooled connections are replaced at checkout (kit.db): let each API
+        process settle after a cut before the churn goes on."""
         self.faulty = True
         for client in self.clients:
             good = 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orzbob.quota.schemas import BillingOut
+from orzbob.billing.schemas import BillingOut
 
 RECORDED = Path(__file__).parents[2] / "web" / "test" / "billing.recorded.json"
 

@@ -22,6 +22,13 @@ class AccountRepository(Repository[Org]):
         lock: bool = False,
         include_deleted: bool = False,
     ) -> Org | None:
+        if not lock:
+            # By primary key through the session's identity map: no statement to build, and
+            # none to run when the org is already loaded (the hot paths read it often).
+            org = session.get(Org, org_id)
+            if org is None or (org.deleted_at is not None and not include_deleted):
+                return None
+            return org
         live = () if include_deleted else (Org.deleted_at.is_(None),)
         return self.get(session, org_id, *live, lock=lock, key_share=True)
 

@@ -6,6 +6,15 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 
+class LastAlertOut(BaseModel):
+    kind: str = Field(description='"allowance" or "spend_limit"')
+    threshold: int = Field(description="Percent of the allowance or of the spend limit.")
+    state: str = Field(description="pending, sent, covered, undeliverable or failed")
+    created_at: datetime
+    sent_at: datetime | None
+    subject: str
+
+
 class AlertOut(BaseModel):
     id: uuid.UUID
     kind: str = Field(description='"allowance" or "spend_limit"')

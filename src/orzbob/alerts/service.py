@@ -12,11 +12,10 @@ from orzbob.accounts.service import Principal, account_service
 from orzbob.alerts.evaluator import message_id
 from orzbob.alerts.models import AlertState, BudgetAlert
 from orzbob.alerts.repository import alert_repository
-from orzbob.alerts.schemas import AlertOut
+from orzbob.alerts.schemas import AlertOut, LastAlertOut
 from orzbob.audit.service import audit_service
 from orzbob.kit.errors import Conflict, NotFound
 from orzbob.quota.allocation import org_period
-from orzbob.quota.schemas import LastAlertOut
 
 RESENDABLE = (AlertState.SENT, AlertState.FAILED, AlertState.UNDELIVERABLE)
 

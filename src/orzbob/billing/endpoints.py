@@ -2,23 +2,36 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from sqlalchemy.orm import Session
 
-from orzbob.api.deps import NowDep, OrgAdminDep, OrgPrincipalDep, RuntimeDep, SessionDep, StaffDep
+from orzbob.api.deps import (
+    CallerDep,
+    NowDep,
+    OrgAdminDep,
+    RuntimeDep,
+    SessionDep,
+    StaffDep,
+    in_transaction,
+    json_response,
+)
+from orzbob.billing.schemas import BillingOut, SpendLimitIn
 from orzbob.billing.service import billing_service
-from orzbob.quota.schemas import BillingOut, SpendLimitIn
 from orzbob.quota.service import quota_service
 
 router = APIRouter(tags=["billing"])
 
 
 @router.get("/v1/billing", response_model=BillingOut)
-def get_billing(
-    principal: OrgPrincipalDep, runtime: RuntimeDep, session: SessionDep, now: NowDep
-) -> BillingOut:
+async def get_billing(caller: CallerDep, runtime: RuntimeDep, now: NowDep) -> Response:
     """This period's usage, allowance, estimated bill, credits, forecast and throttles."""
-    assert principal.org_id is not None
-    return billing_service.read_of(session, principal.org_id, catalog=runtime.catalog, now=now)
+
+    def read(session: Session) -> BillingOut:
+        org_id = caller.org_principal(session).org_id
+        assert org_id is not None
+        return billing_service.read_of(session, org_id, catalog=runtime.catalog, now=now)
+
+    return json_response(await in_transaction(runtime, read, read_only=True))
 
 
 @router.put("/v1/billing/spend-limit", response_model=BillingOut)

@@ -11,15 +11,28 @@ from sqlalchemy.orm import Session
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
 from orzbob.alerts.service import alert_service
+from orzbob.billing.repository import billing_repository
+from orzbob.billing.schemas import BillingOut, ThrottleOut, UpcomingOut
 from orzbob.catalog.models import Catalog
-from orzbob.quota.schemas import BillingOut, ThrottleOut, UpcomingOut
-from orzbob.quota.service import quota_service
+from orzbob.credits.service import credit_service
+from orzbob.quota.allocation import org_period
+from orzbob.quota.service import PeriodFacts, quota_service
 from orzbob.throttle.status import throttle_status
 
 
 class BillingService:
     def read(self, session: Session, org: Org, *, catalog: Catalog, now: datetime) -> BillingOut:
-        status = quota_service.status(session, org, catalog=catalog, now=now)
+        period = org_period(org, now)
+        snap = billing_repository.snapshot(session, org.id, period.start, now)
+        facts = PeriodFacts(
+            used_small_minutes=snap.used_small_minutes,
+            exhausted_at=snap.exhausted_at,
+            rollups=quota_service.rollups(session, org.id, period.start) if snap.rollups else {},
+            today_minutes=snap.today_minutes,
+            grants=credit_service.grants_until(session, org.id, now) if snap.grants else [],
+        )
+        status = quota_service.status(session, org, catalog=catalog, now=now, facts=facts)
+        pairs = throttle_status.open_runs(session, org.id) if snap.open_runs else []
         throttles = [
             ThrottleOut(cap=t.cap, detail=t.detail, lifts_at=t.lifts_at)
             for t in throttle_status.active(status, catalog)
@@ -32,13 +45,19 @@ class BillingService:
                 instance_name=u.instance_name,
                 detail=u.detail,
             )
-            for u in throttle_status.upcoming(session, org, catalog=catalog, now=now, status=status)
+            for u in throttle_status.upcoming(
+                session, org, catalog=catalog, now=now, status=status, pairs=pairs
+            )
         ]
         return BillingOut.from_status(
             status,
             throttles=throttles,
             upcoming=upcoming,
-            last_alert=alert_service.last_alert(session, org.id, status.period.start),
+            last_alert=(
+                alert_service.last_alert(session, org.id, status.period.start)
+                if snap.has_alert
+                else None
+            ),
         )
 
     def read_of(

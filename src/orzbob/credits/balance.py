@@ -27,10 +27,13 @@ def credits_for_period(
     current: Period,
     now: datetime,
     gross: Decimal,
+    grants: list[tuple[datetime, int]] | None = None,
 ) -> Credits:
     """Credits granted this period plus the balance carried in from earlier ones, applied
-    up to this period's gross bill (so the estimate never goes below $0.00)."""
-    grants = credit_repository.grants_until(session, org.id, now)
+    up to this period's gross bill (so the estimate never goes below $0.00). `grants`: the
+    org's grants up to `now`, when the caller has read them."""
+    if grants is None:
+        grants = credit_repository.grants_until(session, org.id, now)
     if not grants:
         return Credits(ZERO, ZERO, ZERO, ZERO)
     balance = 0

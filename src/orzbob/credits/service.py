@@ -138,6 +138,12 @@ class CreditService:
         )
         return grant, True
 
+    def grants_until(
+        self, session: Session, org_id: uuid.UUID, now: datetime
+    ) -> list[tuple[datetime, int]]:
+        """(granted at, cents) of the org's grants up to `now`, oldest first."""
+        return credit_repository.grants_until(session, org_id, now)
+
     def list_grants(
         self, session: Session, org_id: uuid.UUID, *, limit: int = 500
     ) -> Sequence[CreditGrant]:

@@ -20,12 +20,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, text, update
 from sqlalchemy.orm import Session
 
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance, State
 from orzbob.instances.service import instance_service
+from orzbob.kit.db import UTCDateTime, dialect_name, one_of
 
 Sessions = Callable[[], AbstractContextManager[Session]]
 # Caps for the orgs of beaten running instances: {instance id: cap} of those it paused.
@@ -58,6 +59,21 @@ def merge(beats: Sequence[BeatIn]) -> tuple[dict[uuid.UUID, BeatIn], int]:
     return merged, len(beats) - len(merged)
 
 
+_PG_RECORD = text(
+    """
+    UPDATE instances AS i SET
+      last_seen_at = CASE WHEN i.last_seen_at < :now THEN :now ELSE i.last_seen_at END,
+      last_active_at = CASE WHEN b.active AND i.last_active_at <= :now THEN :now
+                            ELSE i.last_active_at END,
+      last_active_source = CASE WHEN b.active AND i.last_active_at <= :now THEN b.source
+                                ELSE i.last_active_source END
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:active AS boolean[]), CAST(:sources AS varchar[]))
+      AS b(id, active, source)
+    WHERE i.id = b.id AND i.state <> 'stopped'
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
 class BulkBeats:
     def apply(
         self,
@@ -74,7 +90,7 @@ class BulkBeats:
         with sessions() as session:
             stmt = select(
                 Instance.id, Instance.org_id, Instance.state, Instance.last_seen_at
-            ).where(Instance.id.in_(sorted(merged)))
+            ).where(one_of(session, Instance.id, merged))
             if org_id is not None:
                 stmt = stmt.where(Instance.org_id == org_id)
             rows = session.execute(stmt).all()
@@ -125,15 +141,27 @@ class BulkBeats:
             return done.instance.state == State.STOPPED.value
 
     def _record(self, session: Session, beats: Sequence[BeatIn], now: datetime) -> int:
-        ids = sorted(b.instance_id for b in beats)
         alive = Instance.state != State.STOPPED.value
         # Lock in key order first: two overlapping batches never wait on each other in a cycle.
         locked = session.scalars(
             select(Instance.id)
-            .where(Instance.id.in_(ids), alive)
+            .where(one_of(session, Instance.id, [b.instance_id for b in beats]), alive)
             .order_by(Instance.id)
             .with_for_update(key_share=True)
         ).all()
+        if dialect_name(session) == "postgresql":
+            # The whole batch in one statement, each row with its own beat; times only move
+            # forward (every CASE reads the row as it was before this statement).
+            session.execute(
+                _PG_RECORD,
+                {
+                    "now": now,
+                    "ids": [b.instance_id for b in beats],
+                    "active": [b.active for b in beats],
+                    "sources": [b.source if b.active else None for b in beats],
+                },
+            )
+            return len(locked)
         # One statement per kind of beat (passive, or active from one source): each row is
         # written once. Times only move forward.
         groups: dict[tuple[bool, str | None], list[uuid.UUID]] = defaultdict(list)
@@ -151,7 +179,7 @@ class BulkBeats:
                 )
             session.execute(
                 update(Instance)
-                .where(Instance.id.in_(sorted(group)), alive)
+                .where(Instance.id.in_(group), alive)
                 .values(values)
                 .execution_options(synchronize_session=False)
             )

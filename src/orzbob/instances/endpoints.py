@@ -4,12 +4,22 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal
-from orzbob.api.deps import NowDep, OrgPrincipalDep, PrincipalDep, RuntimeDep, SessionDep
+from orzbob.api.deps import (
+    CallerDep,
+    NowDep,
+    OrgPrincipalDep,
+    PrincipalDep,
+    RuntimeDep,
+    SessionDep,
+    in_transaction,
+    json_response,
+)
 from orzbob.instances.bulk import BeatIn, bulk_beats
 from orzbob.instances.models import Instance, State
 from orzbob.instances.schemas import (
@@ -117,49 +127,53 @@ def stop_instance(
 
 
 @router.post("/{instance_id}/heartbeat", response_model=HeartbeatOut)
-def heartbeat(
+async def heartbeat(
     instance_id: uuid.UUID,
     body: Heartbeat,
-    principal: OrgPrincipalDep,
+    caller: CallerDep,
     runtime: RuntimeDep,
-    session: SessionDep,
     now: NowDep,
-) -> HeartbeatOut:
+) -> Response:
     """A sign of life from the instance agent. When the instance has reached a cap it is
     paused at once: the response's `state`, `reason` and `notice` say so."""
-    beat = instance_service.heartbeat(
-        session,
-        _org(principal),
-        instance_id,
-        active=body.active,
-        source=body.source,
-        catalog=runtime.catalog,
-        now=now,
-        timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
-    )
-    out = HeartbeatOut.model_validate(beat.instance)
-    if beat.paused_by is not None and beat.cap_reached_at is not None:
-        out.notice = (
-            f"Paused ({beat.paused_by}): the cap was reached at "
-            f"{beat.cap_reached_at:%Y-%m-%d %H:%M:%S} UTC. Usage stopped at that moment."
+
+    def beat(session: Session) -> HeartbeatOut:
+        done = instance_service.heartbeat(
+            session,
+            _org(caller.org_principal(session)),
+            instance_id,
+            active=body.active,
+            source=body.source,
+            catalog=runtime.catalog,
+            now=now,
+            timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
         )
-    return out
+        out = HeartbeatOut.model_validate(done.instance)
+        if done.paused_by is not None and done.cap_reached_at is not None:
+            out.notice = (
+                f"Paused ({done.paused_by}): the cap was reached at "
+                f"{done.cap_reached_at:%Y-%m-%d %H:%M:%S} UTC. Usage stopped at that moment."
+            )
+        return out
+
+    return json_response(await in_transaction(runtime, beat))
 
 
 beats_router = APIRouter(prefix="/v1", tags=["instances"])
 
 
 @beats_router.post("/heartbeats", response_model=BulkHeartbeatsOut)
-def bulk_heartbeats(
+async def bulk_heartbeats(
     body: BulkHeartbeats, principal: PrincipalDep, runtime: RuntimeDep, now: NowDep
-) -> BulkHeartbeatsOut:
+) -> Response:
     """Up to 1,000 heartbeats at once, from a control plane that gathers its agents' beats.
     An org token beats for its own instances (another org's ids count as unknown); a staff
     token with role `fleet` for any org's. Beats for stopped instances are listed so their
     agents can shut down; instances the beats found at a cap are paused and listed."""
     if principal.org_id is None and principal.role != Role.FLEET:
         raise Forbidden("Bulk heartbeats need an organization token or a fleet token.")
-    result = bulk_beats.apply(
+    result = await run_in_threadpool(
+        bulk_beats.apply,
         runtime.session,
         [BeatIn(b.instance_id, b.active, b.source) for b in body.beats],
         org_id=principal.org_id,
@@ -167,7 +181,7 @@ def bulk_heartbeats(
         now=now,
         timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
     )
-    return BulkHeartbeatsOut(
+    out = BulkHeartbeatsOut(
         accepted=result.accepted,
         unknown=len(result.unknown_ids),
         stopped=len(result.stopped_ids),
@@ -176,3 +190,4 @@ def bulk_heartbeats(
         stopped_ids=result.stopped_ids,
         paused=[PausedOut(instance_id=i, reason=r) for i, r in result.paused.items()],
     )
+    return json_response(out)

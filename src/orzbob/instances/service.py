@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -50,6 +50,16 @@ DueChange = Callable[[Session, uuid.UUID, Catalog, datetime], bool]
 due_changes: list[DueChange] = []
 
 
+# Built once: a heartbeat is the hottest write.
+_BEAT_LOCK = (
+    select(Instance, Org)
+    .join(Org, Org.id == Instance.org_id)
+    .where(Instance.id == bindparam("instance_id"), Instance.org_id == bindparam("org_id"))
+    .with_for_update(of=Instance, key_share=True)
+    .execution_options(populate_existing=True)
+)
+
+
 @dataclass(frozen=True)
 class Beat:
     """What a heartbeat did: the instance, and the cap that paused it, if one did."""
@@ -74,6 +84,18 @@ class InstanceService:
         if instance is None:
             raise NotFound("Instance not found.")
         return instance
+
+    def _get_for_beat(
+        self, session: Session, org_id: uuid.UUID, instance_id: uuid.UUID
+    ) -> tuple[Instance, Org]:
+        """The instance, locked, with its org read beside it (not locked): the cap checks
+        read the org, and this way it costs no statement of its own."""
+        row = session.execute(
+            _BEAT_LOCK, {"instance_id": instance_id, "org_id": org_id}
+        ).one_or_none()
+        if row is None:
+            raise NotFound("Instance not found.")
+        return row[0], row[1]
 
     def list(
         self, session: Session, org_id: uuid.UUID, *, state: State | None = None, limit: int = 500
@@ -207,7 +229,7 @@ class InstanceService:
         A beat that comes after the heartbeat timeout should have fired (the sweep was late)
         applies that timeout first: the instance stops, its usage ends at its last beat (or
         an earlier cap), and the gap is never billed (pass `timeout`)."""
-        instance = self.get(session, org_id, instance_id, lock=True)
+        instance, org = self._get_for_beat(session, org_id, instance_id)
         if instance.state == State.STOPPED.value:
             raise Conflict(
                 f"Instance {instance.id} is stopped ({instance.reason}); "
@@ -221,7 +243,7 @@ class InstanceService:
         if instance.state == State.RUNNING.value and cap_checks:
             # Caps are judged before this beat's activity counts: activity reported now
             # cannot undo an idle timeout that was due before it (the sweep may run late).
-            beat = self._check_caps(session, instance, catalog=catalog, now=now)
+            beat = self._check_caps(session, instance, org, catalog=catalog, now=now)
         if active and now >= instance.last_active_at:
             instance.last_active_at = now
             instance.last_active_source = source
@@ -229,9 +251,10 @@ class InstanceService:
         return beat
 
     def _check_caps(
-        self, session: Session, instance: Instance, *, catalog: Catalog, now: datetime
+        self, session: Session, instance: Instance, org: Org, *, catalog: Catalog, now: datetime
     ) -> Beat:
-        org = account_service.get_org(session, instance.org_id)
+        if org.deleted_at is not None:
+            raise NotFound("Organization not found.")
         for check in cap_checks:
             reached = check(session, org, instance, now, catalog)
             if reached is not None:

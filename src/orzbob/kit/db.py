@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import select
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -111,12 +124,38 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "commit", _release)
         event.listen(engine, "rollback", _release)
         return engine
-    # Pre-ping: a connection the server dropped (a restart, pg_terminate_backend, a proxy's
-    # idle timeout) is replaced before use instead of failing a request with a 500.
-    # Recycling keeps idle connections younger than most proxies' timeouts.
-    return create_engine(
-        url, echo=echo, pool_pre_ping=True, pool_recycle=300, pool_size=10, max_overflow=10
+    # A connection the server dropped (a restart, pg_terminate_backend, a failover) must be
+    # replaced before use instead of failing a request with a 500. Pool pre-ping would ask
+    # with a round trip on every checkout; `_dropped` asks the socket instead (see there).
+    # Recycling keeps idle connections younger than most proxies' idle timeouts.
+    engine = create_engine(
+        url, echo=echo, pool_pre_ping=False, pool_recycle=300, pool_size=10, max_overflow=10
     )
+    event.listen(engine, "checkout", _refuse_dropped)
+    return engine
+
+
+def _dropped(dbapi_conn: Any) -> bool:
+    """Whether an idle pooled psycopg connection is gone, without a round trip.
+
+    A server that ends a connection says so (an error message, then the socket closes), so
+    an idle connection whose socket has anything to read, or has failed, is dead; nothing
+    else is ever sent to an idle connection of ours (no LISTEN). A link lost without a word
+    (a silent proxy) is left to `pool_recycle`, as pre-ping would have hung on it anyway."""
+    if dbapi_conn.closed or dbapi_conn.broken:
+        return True
+    try:
+        readable, _, failed = select.select([dbapi_conn.fileno()], [], [dbapi_conn.fileno()], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable or failed)
+
+
+def _refuse_dropped(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    # DisconnectionError at checkout: the pool discards the connection and checks out
+    # another (a new one, after a cut), up to three times.
+    if _dropped(dbapi_conn):
+        raise DisconnectionError("the database closed this pooled connection")
 
 
 def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
@@ -223,6 +262,15 @@ def _drop_after_commit(session: Session) -> None:
 
 def dialect_name(session: Session) -> str:
     return session.get_bind().dialect.name
+
+
+def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`, one parameter however
+    many values: a thousand-value IN list costs more to render and parse than to run."""
+    values = list(values)
+    if dialect_name(session) == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
 
 def new_id() -> uuid.UUID:

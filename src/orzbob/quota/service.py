@@ -84,17 +84,28 @@ class QuotaStatus:
 
 # Credits belong to the credits domain, above quota: it registers how much credit a period's
 # gross bill absorbs (`credits.balance.credits_for_period`, through `install_hooks`).
-CreditsProvider = Callable[[Session, Org, Catalog, Period, datetime, Decimal], Credits]
+CreditsProvider = Callable[
+    [Session, Org, Catalog, Period, datetime, Decimal, "list[tuple[datetime, int]] | None"],
+    Credits,
+]
 credit_providers: list[CreditsProvider] = []
 
 
 def credits_for_period(
-    session: Session, org: Org, catalog: Catalog, period: Period, *, now: datetime, gross: Decimal
+    session: Session,
+    org: Org,
+    catalog: Catalog,
+    period: Period,
+    *,
+    now: datetime,
+    gross: Decimal,
+    grants: list[tuple[datetime, int]] | None = None,
 ) -> Credits:
+    """`grants`: the org's grants up to `now`, when the caller has read them."""
     if not credit_providers:
         # Never a silent $0.00 of credit: an estimate without them would be too high.
         raise RuntimeError("No credits provider: call orzbob.hooks.install_hooks() first.")
-    return credit_providers[0](session, org, catalog, period, now, gross)
+    return credit_providers[0](session, org, catalog, period, now, gross, grants)
 
 
 # Called after an org's spend limit changed, in that transaction (alerts re-arm thresholds).
@@ -120,42 +131,92 @@ def in_overage(plan: Plan, tiers: list[TierLine], *, remaining: int) -> bool:
     return any(t.overage_minutes > 0 and t.small_hour_weight > remaining for t in tiers)
 
 
+@dataclass(frozen=True)
+class PeriodFacts:
+    """The rows a status read is made of. A caller that batches its reads (the billing read
+    model) passes them to `status`; otherwise `status` reads them itself."""
+
+    used_small_minutes: int  # 0 while the period has no row yet
+    exhausted_at: datetime | None
+    # tier -> (minutes, included, overage, billable, small-minutes) this period
+    rollups: dict[str, tuple[int, int, int, int, int]]
+    today_minutes: int
+    # (granted at, cents) up to now, oldest first, when the caller read them (the billing
+    # read model); None lets the credits provider read them.
+    grants: list[tuple[datetime, int]] | None = None
+
+
 class QuotaService:
-    def status(self, session: Session, org: Org, *, catalog: Catalog, now: datetime) -> QuotaStatus:
-        """The org's status for the period containing `now`, under its current plan."""
+    def facts(self, session: Session, org: Org, period: Period, *, now: datetime) -> PeriodFacts:
+        qp = quota_repository.period(session, org.id, period.start)
+        return PeriodFacts(
+            used_small_minutes=int(qp.used_small_minutes) if qp else 0,
+            exhausted_at=qp.exhausted_at if qp else None,
+            rollups=self.rollups(session, org.id, period.start),
+            today_minutes=quota_repository.day_minutes(session, org.id, now.astimezone(UTC).date()),
+        )
+
+    def rollups(
+        self, session: Session, org_id: uuid.UUID, period_start: datetime
+    ) -> dict[str, tuple[int, int, int, int, int]]:
+        """tier -> (minutes, included, overage, billable, small-minutes) this period."""
+        return {
+            r.tier: (
+                int(r.minutes),
+                int(r.included_minutes),
+                int(r.overage_minutes),
+                int(r.billable_minutes),
+                int(r.small_minutes),
+            )
+            for r in quota_repository.tier_rollups(session, org_id, period_start)
+        }
+
+    def status(
+        self,
+        session: Session,
+        org: Org,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        facts: PeriodFacts | None = None,
+    ) -> QuotaStatus:
+        """The org's status for the period containing `now`, under its current plan; from
+        `facts` when the caller read them for this period (see `PeriodFacts`)."""
         plan = catalog.plan(org.plan_id)
         period = org_period(org, now)
-        qp = quota_repository.period(session, org.id, period.start)
-        rollups = {r.tier: r for r in quota_repository.tier_rollups(session, org.id, period.start)}
-        today = quota_repository.day_minutes(session, org.id, now.astimezone(UTC).date())
+        if facts is None:
+            facts = self.facts(session, org, period, now=now)
+        rollups = facts.rollups
         tiers: list[TierLine] = []
         for tier in catalog.tiers:
             r = rollups.get(tier.id)
             if r is None and not plan.allows_tier(tier.id):
                 continue
-            billable = r.billable_minutes if r else 0
+            minutes, included_m, overage_m, billable, small = r or (0, 0, 0, 0, 0)
             tiers.append(
                 TierLine(
                     tier=tier.id,
                     name=tier.name,
                     hourly_rate=tier.hourly_rate,
                     small_hour_weight=tier.small_hour_weight,
-                    minutes=r.minutes if r else 0,
-                    included_minutes=r.included_minutes if r else 0,
-                    overage_minutes=r.overage_minutes if r else 0,
+                    minutes=minutes,
+                    included_minutes=included_m,
+                    overage_minutes=overage_m,
                     billable_minutes=billable,
-                    small_minutes=r.small_minutes if r else 0,
+                    small_minutes=small,
                     cost=minutes_cost(billable, tier.hourly_rate),
                 )
             )
-        used = qp.used_small_minutes if qp else 0
-        exhausted_at = qp.exhausted_at if qp else None
+        used = facts.used_small_minutes
+        exhausted_at = facts.exhausted_at
         weighted = sum(t.minutes * t.small_hour_weight for t in tiers)
         overage = sum(t.overage_minutes for t in tiers)
         included = plan.included_small_minutes
         usage_cost = sum((t.cost for t in tiers), ZERO)
         gross = plan.monthly_base + usage_cost
-        credits = credits_for_period(session, org, catalog, period, now=now, gross=gross)
+        credits = credits_for_period(
+            session, org, catalog, period, now=now, gross=gross, grants=facts.grants
+        )
         estimate = gross - credits.applied
         spend_limit = None if org.spend_limit_cents is None else from_cents(org.spend_limit_cents)
         fc = forecast(
@@ -190,7 +251,7 @@ class QuotaService:
             credits=credits,
             estimate=estimate,
             spend_limit=spend_limit,
-            today_minutes=today,
+            today_minutes=facts.today_minutes,
             forecast=fc,
         )
 

@@ -7,14 +7,47 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import BindParameter, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance, State
+from orzbob.kit.db import one_of
 from orzbob.metering.models import UsageSegment
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
+
+# Built once (a hot path: every billing read and every cap check of a running org).
+_OPEN_RUNS = (
+    select(UsageSegment, Instance)
+    .join(Instance, Instance.id == UsageSegment.instance_id)
+    .where(
+        UsageSegment.ended_at.is_(None),
+        UsageSegment.org_id.in_(bindparam("org_ids", expanding=True)),
+    )
+    .order_by(UsageSegment.id)
+)
+
+
+_ORG: BindParameter[uuid.UUID] = bindparam("org_id")
+_NOW = bindparam("now", type_=QuotaPeriod.period_start.type)
+# The heartbeat's prefilter, built once.
+_ORG_SNAPSHOT = select(
+    select(func.count())
+    .where(Instance.org_id == _ORG, Instance.state == State.RUNNING.value)
+    .scalar_subquery(),
+    select(QuotaPeriod.used_small_minutes)
+    .where(
+        QuotaPeriod.org_id == _ORG, QuotaPeriod.period_start <= _NOW, QuotaPeriod.period_end > _NOW
+    )
+    .limit(1)
+    .scalar_subquery(),
+    select(DailyUsage.minutes)
+    .where(
+        DailyUsage.org_id == _ORG, DailyUsage.day == bindparam("today", type_=DailyUsage.day.type)
+    )
+    .scalar_subquery(),
+)
 
 
 class ThrottleRepository:
@@ -27,12 +60,7 @@ class ThrottleRepository:
         out: dict[uuid.UUID, list[tuple[UsageSegment, Instance]]] = defaultdict(list)
         if not ids:
             return out
-        rows = session.execute(
-            select(UsageSegment, Instance)
-            .join(Instance, Instance.id == UsageSegment.instance_id)
-            .where(UsageSegment.ended_at.is_(None), UsageSegment.org_id.in_(ids))
-            .order_by(UsageSegment.id)
-        ).all()
+        rows = session.execute(_OPEN_RUNS, {"org_ids": ids}).all()
         for seg, inst in rows:
             out[seg.org_id].append((seg, inst))
         return out
@@ -109,7 +137,7 @@ class ThrottleRepository:
             .group_by(Instance.org_id)
         )
         if org_ids is not None:
-            grouped = grouped.where(Instance.org_id.in_(sorted(org_ids)))
+            grouped = grouped.where(one_of(session, Instance.org_id, org_ids))
         running = grouped.subquery()
         used = func.coalesce(QuotaPeriod.used_small_minutes, 0)
         today = func.coalesce(DailyUsage.minutes, 0)
@@ -155,27 +183,9 @@ class ThrottleRepository:
     ) -> tuple[int, int, int]:
         """(running instances, allowance used this period, instance-minutes today) in one
         small statement: the heartbeat's prefilter."""
-        running = (
-            select(func.count())
-            .where(Instance.org_id == org_id, Instance.state == State.RUNNING.value)
-            .scalar_subquery()
-        )
-        used = (
-            select(QuotaPeriod.used_small_minutes)
-            .where(
-                QuotaPeriod.org_id == org_id,
-                QuotaPeriod.period_start <= now,
-                QuotaPeriod.period_end > now,
-            )
-            .limit(1)
-            .scalar_subquery()
-        )
-        today = (
-            select(DailyUsage.minutes)
-            .where(DailyUsage.org_id == org_id, DailyUsage.day == now.date())
-            .scalar_subquery()
-        )
-        n, u, t = session.execute(select(running, used, today)).one()
+        n, u, t = session.execute(
+            _ORG_SNAPSHOT, {"org_id": org_id, "now": now, "today": now.date()}
+        ).one()
         return int(n or 0), int(u or 0), int(t or 0)
 
     def oldest_counted(self, session: Session, org_ids: Sequence[uuid.UUID]) -> datetime | None:

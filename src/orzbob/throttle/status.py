@@ -4,6 +4,7 @@ or resume while an org cap holds, and the caps due within the hour (`upcoming`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -11,8 +12,10 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
+from orzbob.instances.models import Instance
 from orzbob.kit.errors import CapHolds
 from orzbob.kit.money import format_usd
+from orzbob.metering.models import UsageSegment
 from orzbob.quota.service import QuotaStatus, quota_service
 from orzbob.throttle.caps import Cap, midnight_after, org_cut
 from orzbob.throttle.repository import throttle_repository
@@ -99,6 +102,10 @@ class ThrottleStatusService:
             retry_at=None if retry is None else retry.isoformat().replace("+00:00", "Z"),
         )
 
+    def open_runs(self, session: Session, org_id: uuid.UUID) -> list[tuple[UsageSegment, Instance]]:
+        """The org's open usage segments with their instances, in ledger order."""
+        return throttle_repository.open_runs(session, [org_id])[org_id]
+
     def upcoming(
         self,
         session: Session,
@@ -107,11 +114,14 @@ class ThrottleStatusService:
         catalog: Catalog,
         now: datetime,
         status: QuotaStatus | None = None,
+        pairs: Sequence[tuple[UsageSegment, Instance]] | None = None,
     ) -> list[Upcoming]:
         """Caps that will be reached within the next hour if everything running keeps
-        running at today's rate, soonest first."""
+        running at today's rate, soonest first. `pairs`: the org's open runs, when the
+        caller has read them (`throttle_repository.open_runs`)."""
         plan = catalog.plan(org.plan_id)
-        pairs = throttle_repository.open_runs(session, [org.id])[org.id]
+        if pairs is None:
+            pairs = throttle_repository.open_runs(session, [org.id])[org.id]
         if not pairs:
             return []
         hi = now + UPCOMING_WINDOW

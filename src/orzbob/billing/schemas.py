@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orzbob.alerts.schemas import LastAlertOut
 from orzbob.credits.schemas import parse_dollars
 from orzbob.quota.service import QuotaStatus, floor_hundredths
 
@@ -67,15 +68,6 @@ class UpcomingOut(BaseModel):
     instance_id: uuid.UUID | None = Field(description="The instance, for per-instance caps.")
     instance_name: str | None
     detail: str
-
-
-class LastAlertOut(BaseModel):
-    kind: str = Field(description='"allowance" or "spend_limit"')
-    threshold: int = Field(description="Percent of the allowance or of the spend limit.")
-    state: str = Field(description="pending, sent, covered, undeliverable or failed")
-    created_at: datetime
-    sent_at: datetime | None
-    subject: str
 
 
 class BillingOut(BaseModel):

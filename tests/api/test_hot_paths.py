@@ -1,0 +1,120 @@
+"""GET /v1/billing and single heartbeats authenticate inside the request's own transaction
+(`api.deps.Caller`): the refusals, their order and the answers are those of every other
+organization endpoint, whether or not the token cache knows the token."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from orzbob.accounts import service as accounts
+from orzbob.accounts.models import ApiToken
+from orzbob.instances.models import Instance
+from orzbob.runtime import Runtime
+from tests.conftest import OrgHandle
+
+
+@pytest.fixture(params=["cached", "uncached"])
+def cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "uncached":
+        monkeypatch.setattr(accounts.token_cache, "ttl", 0.0)
+    else:
+        accounts.token_cache.clear()
+    return str(request.param)
+
+
+def _hot_calls(client: TestClient, instance_id: str, headers: dict[str, str]) -> list[object]:
+    return [
+        client.get("/v1/billing", headers=headers),
+        client.post(
+            f"/v1/instances/{instance_id}/heartbeat",
+            headers=headers,
+            json={"active": True, "source": "ide"},
+        ),
+    ]
+
+
+def _instance(client: TestClient, org: OrgHandle) -> str:
+    r = client.post("/v1/instances", headers=org.headers, json={"tier": "small"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_an_org_token_is_served_twice_alike(
+    cache: str, client: TestClient, make_org: Callable[..., OrgHandle]
+) -> None:
+    org = make_org()
+    iid = _instance(client, org)
+    first = _hot_calls(client, iid, org.headers)
+    second = _hot_calls(client, iid, org.headers)  # from the cache when it is on
+    for a, b in zip(first, second, strict=True):
+        assert a.status_code == b.status_code == 200, (a.text, b.text)  # type: ignore[attr-defined]
+        assert a.json() == b.json()  # type: ignore[attr-defined]
+    assert first[0].json()["org_id"] == str(org.id)  # type: ignore[attr-defined]
+    assert first[1].json()["last_active_source"] == "ide"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer orz_not_a_real_token"}],
+)
+def test_no_or_an_unknown_token_is_401(
+    cache: str,
+    client: TestClient,
+    make_org: Callable[..., OrgHandle],
+    headers: dict[str, str],
+) -> None:
+    iid = _instance(client, make_org())
+    for r in _hot_calls(client, iid, headers):
+        assert r.status_code == 401, r.text  # type: ignore[attr-defined]
+        assert r.json()["error"] and r.json()["detail"]  # type: ignore[attr-defined]
+
+
+def test_a_staff_token_is_403(
+    cache: str,
+    client: TestClient,
+    make_org: Callable[..., OrgHandle],
+    staff_headers: Callable[[str], dict[str, str]],
+) -> None:
+    iid = _instance(client, make_org())
+    for r in _hot_calls(client, iid, staff_headers("engineering")):
+        assert r.status_code == 403, r.text  # type: ignore[attr-defined]
+        assert "organization tokens" in r.json()["detail"]  # type: ignore[attr-defined]
+
+
+def test_a_revoked_token_is_401_and_the_beat_writes_nothing(
+    cache: str, client: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
+) -> None:
+    org = make_org()
+    iid = _instance(client, org)
+    assert client.get("/v1/billing", headers=org.headers).status_code == 200
+    with runtime.session() as s:
+        token = s.scalars(select(ApiToken).where(ApiToken.org_id == org.id)).one()
+        accounts.account_service.revoke_token(s, token.id, now=runtime.clock.now())
+    runtime.clock.advance(60)  # type: ignore[attr-defined]
+    for r in _hot_calls(client, iid, org.headers):
+        assert r.status_code == 401, r.text  # type: ignore[attr-defined]
+        assert "revoked" in r.json()["detail"]  # type: ignore[attr-defined]
+    with runtime.session() as s:
+        inst = s.get(Instance, uuid.UUID(iid))
+        assert inst is not None and inst.last_seen_at < runtime.clock.now()
+
+
+def test_a_nul_in_the_query_is_422_once_the_caller_is_known(
+    cache: str, client: TestClient, make_org: Callable[..., OrgHandle]
+) -> None:
+    org = make_org()
+    iid = _instance(client, org)
+    for path, method in (
+        ("/v1/billing?note=%00", "GET"),
+        (f"/v1/instances/{iid}/heartbeat?note=%00", "POST"),
+    ):
+        body = {"json": {"active": True}} if method == "POST" else {}
+        r = client.request(method, path, headers=org.headers, **body)  # type: ignore[arg-type]
+        assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+        r = client.request(method, path, headers={"Authorization": "Bearer orz_nobody"}, **body)  # type: ignore[arg-type]
+        assert r.status_code == 401, r.text
