@@ -3,6 +3,7 @@ request a 500: the pool notices it at checkout and replaces it (PostgreSQL only)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import psycopg
@@ -64,3 +65,23 @@ def test_every_request_after_a_cut_succeeds(
                 assert r.status_code == 200, r.text
                 assert client.get("/v1/instances", headers=org.headers).status_code == 200
                 assert client.get("/readyz").status_code == 200
+
+
+def test_a_live_connection_past_descriptor_1024_is_not_taken_for_dropped(
+    is_postgres: bool, runtime: Runtime
+) -> None:
+    """A busy process has more than 1,024 descriptors open; the checkout check must still
+    see its connections as alive (select() cannot watch such a descriptor at all)."""
+    if not is_postgres:
+        pytest.skip("the checkout check is for PostgreSQL connections")
+    from orzbob.kit.db import _dropped
+
+    url = make_url(runtime.settings.database_url).set(drivername="postgresql")
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with psycopg.connect(url.render_as_string(hide_password=False)) as conn:
+            assert conn.fileno() > 1024
+            assert not _dropped(conn)
+    finally:
+        for fd in spare:
+            os.close(fd)

@@ -144,11 +144,14 @@ def _dropped(dbapi_conn: Any) -> bool:
     (a silent proxy) is left to `pool_recycle`, as pre-ping would have hung on it anyway."""
     if dbapi_conn.closed or dbapi_conn.broken:
         return True
+    # poll, not select: select refuses descriptors past FD_SETSIZE (1024), which a busy
+    # process reaches, and every checkout would then look dropped.
+    poller = select.poll()
     try:
-        readable, _, failed = select.select([dbapi_conn.fileno()], [], [dbapi_conn.fileno()], 0)
+        poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable or failed)
 
 
 def _refuse_dropped(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
