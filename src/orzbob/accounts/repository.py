@@ -35,6 +35,9 @@ class AccountRepository(Repository[Org]):
             session, select(Org).where(Org.deleted_at.is_(None)), limit=limit, offset=offset
         )
 
+    def get_token(self, session: Session, token_id: uuid.UUID) -> ApiToken | None:
+        return session.get(ApiToken, token_id)
+
     def by_polar_customer(
         self, session: Session, customer_id: str, *, lock: bool = False
     ) -> Org | None:
