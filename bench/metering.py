@@ -13,14 +13,16 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, text, update
 
 from bench.common import Timer, make_runtime, postgres_available, record, row, scratch_database
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
+from orzbob.hooks import install_hooks
 from orzbob.instances.models import Instance
 from orzbob.instances.service import instance_service
-from orzbob.metering.models import UsageRecord
+from orzbob.kit.db import new_id
+from orzbob.metering.models import UsageRecord, UsageSegment
 from orzbob.metering.tasks import checkpoint_open_segments
 
 
@@ -94,14 +96,17 @@ def bench_records(kind: str, orgs: int, per_org: int, passes: int) -> None:
         rt = _setup(url, orgs, per_org)
         clock = rt.manual_clock
         assert clock is not None
-        written = 0
-        with Timer() as t:
-            for _ in range(passes):
-                clock.advance(60)
-                with rt.session() as s:  # every instance beat in the last minute
-                    s.execute(update(Instance).values(last_seen_at=clock.now()))
-                written += checkpoint_open_segments(rt)
-        service_rate = written / t.seconds
+        written, seconds = 0, 0.0
+        for _ in range(passes):
+            clock.advance(60)
+            with rt.session() as s:  # every instance beat in the last minute (not timed)
+                s.execute(update(Instance).values(last_seen_at=clock.now()))
+            with Timer() as t:
+                n = checkpoint_open_segments(rt)
+            assert isinstance(n, int)
+            written += n
+            seconds += t.seconds
+        service_rate = written / seconds
         with rt.session() as s:
             rows = [
                 {c.name: getattr(r, c.key) for c in UsageRecord.__table__.columns}
@@ -122,6 +127,98 @@ def bench_records(kind: str, orgs: int, per_org: int, passes: int) -> None:
         "records/s",
         baseline=("raw executemany", raw_rate),
         target=0.5,
+    )
+
+
+def _fleet(url: str, segments: int, spend_limited: float) -> Any:
+    """A fleet of `segments` running instances, five to an org (usage-only and base + usage
+    plans alternating; a share of the orgs with a spend limit), written in bulk."""
+    rt = make_runtime(url)
+    now = rt.clock.now()
+    orgs: list[dict[str, Any]] = []
+    insts: list[dict[str, Any]] = []
+    segs: list[dict[str, Any]] = []
+    every = round(1 / spend_limited) if spend_limited else 0
+    for i in range(-(-segments // 5)):
+        org_id = new_id()
+        orgs.append(
+            {
+                "id": org_id,
+                "name": f"org{i}",
+                "billing_emails": [],
+                "plan_id": ("usage-only", "base-plus-usage")[i % 2],
+                "signup_at": now,
+                "spend_limit_cents": 100_000 if every and i % every == 0 else None,
+                "polar_customer_id": None,
+                "polar_subscription_id": None,
+                "subscription_period_start": None,
+                "subscription_period_end": None,
+                "polar_subscription_started_at": None,
+                "created_at": now,
+                "deleted_at": None,
+            }
+        )
+        for _ in range(min(5, segments - len(segs))):
+            inst_id = new_id()
+            insts.append(
+                {
+                    "id": inst_id,
+                    "org_id": org_id,
+                    "name": "bench",
+                    "tier": "small",
+                    "state": "running",
+                    "reason": None,
+                    "created_at": now,
+                    "state_changed_at": now,
+                    "run_started_at": now,
+                    "last_seen_at": now,
+                    "last_active_at": now,
+                    "last_active_source": None,
+                    "stopped_at": None,
+                }
+            )
+            segs.append(
+                {
+                    "id": new_id(),
+                    "org_id": org_id,
+                    "instance_id": inst_id,
+                    "tier": "small",
+                    "started_at": now,
+                    "ended_at": None,
+                    "emitted_minutes": 0,
+                    "counted_until": now,
+                }
+            )
+    with rt.session() as s:
+        for model, rows in ((Org, orgs), (Instance, insts), (UsageSegment, segs)):
+            for k in range(0, len(rows), 5000):
+                s.execute(insert(model), rows[k : k + 5000])
+    # Statistics, as a live database has them: without them the planner scans the freshly
+    # bulk-loaded tables and each batch costs in proportion to the fleet.
+    with rt.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    return rt
+
+
+def bench_fleet_pass(segments: int, spend_limited: float) -> None:
+    """One checkpoint pass over a large fleet (every instance beat in the last minute)."""
+    with scratch_database("postgresql") as url:
+        rt = _fleet(url, segments, spend_limited)
+        clock = rt.manual_clock
+        assert clock is not None
+        clock.advance(60)
+        with rt.session() as s:
+            s.execute(update(Instance).values(last_seen_at=clock.now(), last_active_at=clock.now()))
+        with Timer() as t:
+            written = checkpoint_open_segments(rt)
+        rt.engine.dispose()
+    assert written == segments, (written, segments)
+    record(
+        f"checkpoint pass over {segments:,} open segments (postgresql)",
+        t.seconds,
+        "s",
+        limit=5.0,
+        note=f"{segments / t.seconds:,.0f} segments/s, {spend_limited:.0%} of orgs spend-limited",
     )
 
 
@@ -198,15 +295,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--passes", type=int, default=40)
     p.add_argument("--heartbeat-seconds", type=float, default=5.0)
     p.add_argument("--heartbeat-clients", type=int, default=4)
+    p.add_argument("--fleet", type=int, default=100_000, help="open segments of the pass")
+    p.add_argument("--spend-limited", type=float, default=0.1, help="share of orgs")
     p.add_argument("--quick", action="store_true")
     a, _ = p.parse_known_args(argv)
     if a.quick:
         a.passes, a.heartbeat_seconds = 10, 2.0
+    # The service path as the worker runs it: limiters, plan-change cuts and alert hooks.
+    install_hooks()
     print("metering: usage records written")
     bench_records("sqlite", a.orgs, a.instances_per_org, a.passes)
     if postgres_available():
         bench_records("postgresql", a.orgs, a.instances_per_org, a.passes)
+        bench_fleet_pass(a.fleet, a.spend_limited)
     else:
         row("postgresql", "skipped: PostgreSQL unreachable")
     print("metering: heartbeats")
-    bench_heartbeats(a.heartbeat_seconds, a.heartbeat_clients)
+    if a.heartbeat_seconds > 0:
+        bench_heartbeats(a.heartbeat_seconds, a.heartbeat_clients)

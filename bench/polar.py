@@ -9,6 +9,7 @@ the pipeline (claim → SDK → HTTP → ingest → mark), not the stand-in's bo
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import tempfile
 import threading
@@ -29,8 +30,9 @@ from orzbob.instances.service import instance_service
 from orzbob.kit.metrics import REGISTRY
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.models import UsageSegment
+from orzbob.metering.service import metering_service
 from orzbob.polar.client import PolarGateway
-from orzbob.quota.allocation import UsageDraft, allocate
+from orzbob.quota.allocation import UsageDraft
 from orzbob.runtime import Runtime
 from polar_local import create_app, run_in_thread
 
@@ -63,7 +65,7 @@ class Ledger:
         with rt.session() as s:
             org = s.get(Org, self.org_id)
             assert org is not None
-            allocate(s, org, drafts, catalog=rt.catalog, now=datetime.now(UTC))
+            metering_service.record(s, org, drafts, catalog=rt.catalog, now=datetime.now(UTC))
 
 
 def _ledger(rt: Runtime) -> Ledger:
@@ -99,6 +101,92 @@ def _polar() -> Iterator[str]:
         )
         with run_in_thread(app) as url:
             yield url
+
+
+class _NullSink:
+    """A minimal ingest endpoint that accepts every batch and drops it: plain asyncio HTTP/1.1
+    with keep-alive, on a thread, so the figure is the flusher's own cost."""
+
+    REPLY = b'{"inserted":0,"duplicates":0}'
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.clients: set[asyncio.StreamWriter] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.clients.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                self.requests += 1
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + b"content-length: %d\r\n\r\n" % len(self.REPLY)
+                    + self.REPLY
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+        finally:
+            self.clients.discard(writer)
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        loop = asyncio.new_event_loop()
+        ready: list[int] = []
+
+        async def start() -> asyncio.Server:
+            server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            ready.append(server.sockets[0].getsockname()[1])
+            return server
+
+        server = loop.run_until_complete(start())
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{ready[0]}"
+        finally:
+
+            async def shutdown() -> None:
+                server.close()
+                for client in list(self.clients):  # each handler then ends on EOF
+                    client.close()
+                await server.wait_closed()
+
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+
+def bench_null_sink(kind: str, records: int, batch_size: int) -> None:
+    sink = _NullSink()
+    with scratch_database(kind) as db, sink.running() as url:
+        rt = make_runtime(db)
+        ledger = _ledger(rt)
+        for start in range(0, records, 1000):
+            ledger.write(rt, min(1000, records - start))
+        flusher = _flusher(rt, url, batch_size)
+        with Timer() as t:
+            report = flusher.flush()
+        assert report.sent == records, (report, records)
+        flusher.gateway.close()
+        rt.engine.dispose()
+    row(
+        f"{kind}: null sink, batch {batch_size:>5} ({sink.requests} requests)",
+        f"{records / t.seconds:>10,.0f} records/s",
+    )
+    record(
+        f"flusher → null sink ({kind}, batch {batch_size:,})",
+        records / t.seconds,
+        "records/s",
+        minimum=20_000,
+    )
 
 
 def _flusher(rt: Runtime, url: str, batch_size: int) -> Flusher:
@@ -220,11 +308,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--soak-batch-size", type=int, default=1000)
     p.add_argument("--flush-poll", type=float, default=0.5, help="flusher wait when idle (s)")
     p.add_argument("--soak-db", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument("--null-records", type=int, default=50_000, help="records for the null sink")
     p.add_argument("--quick", action="store_true")
     a, _ = p.parse_known_args(argv)
     if a.quick:
+        a.null_records = 20_000
         a.records, a.batch_sizes, a.soak_seconds = 5_000, "1000", 0.0
     sizes = [int(x) for x in a.batch_sizes.split(",") if x]
+    print("polar: records shipped to a null sink (accepts and drops) over HTTP")
+    bench_null_sink("sqlite", a.null_records, 1000)
+    if postgres_available():
+        bench_null_sink("postgresql", a.null_records, 1000)
     print("polar: records shipped to the local Polar server over HTTP, by batch size")
     bench_batches("sqlite", a.records, sizes)
     if postgres_available():

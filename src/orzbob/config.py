@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     alerts_send_interval_seconds: int = Field(
         10, ge=1, validation_alias="ALERTS_SEND_INTERVAL_SECONDS"
     )
+    # The alert sender's lease on the alerts it claimed (real seconds), renewed every third of
+    # it while they are being sent: what a sender that died holding claims costs in delay
+    # (a restarted worker with a stable ORZBOB_WORKER_ID takes its own back at once).
+    alert_lease_seconds: int = Field(
+        30, ge=1, le=3600, validation_alias="ORZBOB_ALERT_LEASE_SECONDS"
+    )
     # Alerts are raised as usage is written; this periodic pass is only the safety net.
     alerts_catchup_interval_seconds: int = Field(
         900, ge=1, validation_alias="ALERTS_CATCHUP_INTERVAL_SECONDS"

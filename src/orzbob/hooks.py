@@ -11,12 +11,12 @@ from typing import TypeVar
 from orzbob.accounts import service as accounts
 from orzbob.alerts.evaluator import alert_evaluator
 from orzbob.credits.balance import credits_for_period
-from orzbob.instances import bulk
+from orzbob.instances import bulk, liveness
 from orzbob.instances import service as instances
 from orzbob.instances.sweeps import sweep_service
 from orzbob.metering import service as metering
 from orzbob.polar.subscriptions import subscription_service
-from orzbob.quota import allocation, plan_changes
+from orzbob.quota import plan_changes
 from orzbob.quota import service as quota
 from orzbob.throttle.service import throttle_service
 from orzbob.throttle.status import throttle_status
@@ -31,6 +31,8 @@ def _register(hooks: list[F], fn: F) -> None:
 
 def install_hooks() -> None:
     _register(metering.limiters, throttle_service.limits)
+    # Metering counts running time only up to the instance's last sign of life.
+    _register(metering.last_seen_hooks, liveness.last_seen_of)
     _register(instances.run_checks, throttle_status.check_can_run)
     _register(instances.cap_checks, throttle_service.cap_check)
     _register(bulk.bulk_cap_checks, throttle_service.bulk_cap_check)
@@ -38,7 +40,7 @@ def install_hooks() -> None:
     _register(quota.credit_providers, credits_for_period)
     # Alerts: thresholds evaluated in the transaction that writes usage; spend thresholds
     # re-armed (or raised) in the one that changes the limit.
-    _register(allocation.usage_recorded_hooks, alert_evaluator.on_usage_recorded)
+    _register(metering.usage_recorded_hooks, alert_evaluator.on_usage_recorded)
     _register(quota.spend_limit_hooks, alert_evaluator.on_spend_limit_changed)
     # Deleting an org stops its instances in the same transaction (reason `admin`).
     _register(accounts.org_deleting_hooks, sweep_service.stop_org_instances)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from orzbob.alerts.tasks import evaluate_alerts, send_alerts
+from orzbob.alerts.tasks import evaluate_alerts, send_alerts, sender_for
 from orzbob.hooks import install_hooks
 from orzbob.instances.tasks import stop_silent_instances
 from orzbob.kit.db import advisory_lock, session_scope
@@ -63,6 +63,7 @@ def register_jobs(runtime: Runtime) -> None:
     # Alerts are raised with the usage that crosses them; the catch-up is the safety net.
     runtime.every("alerts.catchup", s.alerts_catchup_interval_seconds, evaluate_alerts)
     runtime.every("alerts.send", s.alerts_send_interval_seconds, send_alerts)
+    sender_for(runtime)  # now: a restarted worker takes back the alerts it held at once
     if s.billing_enabled:
         flusher = build_flusher(runtime)
         runtime.flusher = flusher

@@ -173,13 +173,13 @@ def test_the_alert_is_written_in_the_usage_transaction_and_rolls_back_with_it(
     import pytest
 
     from orzbob.accounts.service import account_service
-    from orzbob.quota.allocation import allocate
+    from orzbob.metering.service import metering_service
 
     org = make_org("Atomic", plan="free-tier")
     meter = Meter(runtime, org.id)
     drafts = meter.drafts("small", PERIOD_START, 300)
     with pytest.raises(RuntimeError), runtime.session() as s:
-        allocate(
+        metering_service.record(
             s,
             account_service.get_org(s, org.id),
             drafts,

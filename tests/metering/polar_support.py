@@ -17,8 +17,9 @@ from orzbob.config import Settings
 from orzbob.instances.service import instance_service
 from orzbob.metering.flusher import Flusher
 from orzbob.metering.models import UsageSegment
+from orzbob.metering.service import metering_service
 from orzbob.polar.client import PolarGateway
-from orzbob.quota.allocation import UsageDraft, allocate
+from orzbob.quota.allocation import UsageDraft
 from orzbob.runtime import Runtime
 from tests.polar_local.polar_local_support import local_polar as polar_server
 
@@ -76,7 +77,7 @@ def make_records(runtime: Runtime, n: int, *, plan: str = "usage-only") -> tuple
                 )
                 for i in range(chunk, min(n, chunk + 1000))
             ]
-            allocate(s, org, drafts, catalog=runtime.catalog, now=now)
+            metering_service.record(s, org, drafts, catalog=runtime.catalog, now=now)
         return org.id, n
 
 

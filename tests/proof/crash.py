@@ -4,7 +4,9 @@ worker killed with SIGKILL at random points (mid-request, mid-flush) and restart
 database connections cut with pg_terminate_backend, and optionally the Polar link failing on
 ~30 % of requests (429, 5xx, latency, dropped connections). At the end the minutes implied by
 the lifecycle, the ledger and what Polar stored must be equal per org and in total, every
-external_id stored once, no record pending or dead.
+external_id stored once, no record pending or dead, and every budget alert the final usage
+calls for received exactly once (a copy is allowed only of a message a kill -9 interrupted
+mid-send, and is counted in its own column).
 
     python -m tests.proof.crash --instances 200 --seed 7   # crash, chaos and 2 + 2 runs
     python -m tests.proof.crash --chaos 0.3 --apis 2 --workers 2   # one run
@@ -32,7 +34,13 @@ from orzbob.config import Settings
 from orzbob.kit.migrate import upgrade
 from orzbob.runtime import Runtime
 from tests.proof.ledger import Totals, totals
-from tests.proof.processes import Proc, free_port, scratch_database, terminate_backends
+from tests.proof.processes import (
+    Proc,
+    free_port,
+    scratch_database,
+    sends_in_flight,
+    terminate_backends,
+)
 
 POLAR_TOKEN = "polar_oat_" + "t" * 40
 SPEND_LIMIT = "0.03"  # dollars: reached in about 22 small-minutes on the usage-only plan
@@ -296,7 +304,8 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
         driver.resync(orgs)
         for iid, inst in driver.live.items():
             driver.call("DELETE", f"/v1/instances/{iid}", inst["headers"])
-        outcome.totals = drain(driver, db_url, polar_url, mail)
+        killed = [log for p in [*(a for a, _ in apis), *workers] for log in p.killed]
+        outcome.totals = drain(driver, db_url, polar_url, mail, killed)
         outcome.lost_requests = driver.lost
         with httpx.Client(base_url=polar_url + "/_control", timeout=30) as c:
             outcome.faults = sum(rule["fired"] for rule in c.get("/faults").json()["items"])
@@ -309,7 +318,12 @@ def run(size: Size, *, seed: int, admin_url: str, workdir: Path) -> Outcome:
 
 
 def drain(
-    driver: Driver, db_url: str, polar_url: str, mail: SinkServer, patience: float = 420.0
+    driver: Driver,
+    db_url: str,
+    polar_url: str,
+    mail: SinkServer,
+    killed: list[Path],
+    patience: float = 420.0,
 ) -> Totals:
     """Advance the clock until every record has reached Polar, or give up and report. A
     batch claimed by a killed process waits for its lease to run out (real time: the lease
@@ -318,7 +332,7 @@ def drain(
 
     def now() -> Totals:
         ids = [str(m.message["Message-ID"]) for m in mail.handler.received()]
-        return totals(db_url, polar_url, ids)
+        return totals(db_url, polar_url, ids, sends_in_flight(killed))
 
     result = now()
     while not result.settled() and time.monotonic() < deadline:
@@ -331,10 +345,10 @@ def drain(
 def table(outcomes: list[Outcome]) -> str:
     head = (
         "| run | seed | instances | kills (API/worker) | DB cuts | Polar faults "
-        "| resent (deduplicated) | lifecycle min | ledger min | Polar min | alerts mailed "
-        "| differences |"
+        "| resent (deduplicated) | lifecycle min | ledger min | Polar min | alerts expected "
+        "| alerts delivered | duplicates: killed mid-send | duplicates: other | differences |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 15]
     for o in outcomes:
         t = o.totals
         assert t is not None
@@ -344,8 +358,9 @@ def table(outcomes: list[Outcome]) -> str:
         kills = f"{apis}/{len(o.killed) - apis}"
         lines.append(
             f"| {name} | {o.seed} | {t.instances} | {kills} | {o.cuts} | {o.faults} "
-            f"| {o.resent} | {t.lifecycle} | {t.ledger} | {t.polar} "
-            f"| {t.mails - t.mails_resent} (+{t.mails_resent} resent) | {len(o.problems)} |"
+            f"| {o.resent} | {t.lifecycle} | {t.ledger} | {t.polar} | {t.alerts_expected} "
+            f"| {t.alerts_delivered} | {t.resent_in_flight} | {t.resent_other} "
+            f"| {len(o.problems)} |"
         )
     return "\n".join(lines)
 

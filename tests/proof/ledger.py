@@ -1,5 +1,6 @@
 """The three totals of the crash proofs, per org: minutes implied by the lifecycle (the
-instance events), minutes in the ledger (usage records) and minutes Polar stored."""
+instance events), minutes in the ledger (usage records) and minutes Polar stored; and the
+budget alerts: the ones the final usage says must exist, each received exactly once."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy import func, select
 
-from orzbob.alerts.models import AlertState, BudgetAlert
+from orzbob.accounts.models import Org
+from orzbob.alerts.models import THRESHOLDS, AlertKind, AlertState, BudgetAlert
 from orzbob.config import Settings
 from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, State
+from orzbob.kit.money import to_cents
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 from orzbob.metering.service import rounded_minutes
+from orzbob.quota.service import QuotaStatus, quota_service
 from orzbob.runtime import Runtime
 
 
@@ -32,10 +36,15 @@ class Totals:
     not_stopped: int = 0
     lifecycle_errors: list[str] = field(default_factory=list)
     alerts: dict[str, int] = field(default_factory=dict)  # state -> count
-    mails: int = 0  # alert e-mails the SMTP server accepted
-    mails_resent: int = 0  # the same Message-ID again (a sender died before recording)
-    alerts_unmailed: int = 0  # recorded as sent, never received
+    # Alert e-mails: one per alert recorded as sent; the rows themselves are checked against
+    # the thresholds the final usage crossed (`alert_errors`).
+    alerts_expected: int = 0
+    alerts_delivered: int = 0  # expected Message-IDs the SMTP server received
+    mails: int = 0  # alert e-mails the SMTP server accepted, copies included
+    resent_in_flight: int = 0  # a copy of a message whose send a kill -9 interrupted
+    resent_other: int = 0  # any other copy: a bug
     mails_unknown: int = 0  # received, matching no alert
+    alert_errors: list[str] = field(default_factory=list)
 
     def settled(self) -> bool:
         return (
@@ -55,9 +64,16 @@ class Totals:
         bad = {k: v for k, v in self.alerts.items() if k not in ALERT_DONE}
         if bad:
             found.append(f"alerts not delivered: {bad}")
-        if self.alerts_unmailed or self.mails_unknown:
+        found += self.alert_errors
+        if self.alerts_delivered != self.alerts_expected or self.mails_unknown:
             found.append(
-                f"{self.alerts_unmailed} alerts never received, {self.mails_unknown} unknown mails"
+                f"{self.alerts_expected} alert e-mails expected, {self.alerts_delivered} "
+                f"received, {self.mails_unknown} unknown mails"
+            )
+        if self.resent_other:
+            found.append(
+                f"{self.resent_other} alert e-mails received twice with no kill mid-send to "
+                "explain them"
             )
         if self.not_stopped:
             found.append(f"{self.not_stopped} instances are not stopped")
@@ -82,7 +98,14 @@ def polar_events(polar_url: str) -> list[dict]:  # type: ignore[type-arg]
 ALERT_DONE = {AlertState.SENT.value, AlertState.COVERED.value, AlertState.REARMED.value}
 
 
-def totals(db_url: str, polar_url: str, mail_ids: list[str] | None = None) -> Totals:
+def totals(
+    db_url: str,
+    polar_url: str,
+    mail_ids: list[str] | None = None,
+    in_flight: Counter[str] | None = None,
+) -> Totals:
+    """`mail_ids`: the Message-ID of every alert e-mail received; `in_flight`: per Message-ID,
+    how many killed processes died while sending it (each may explain one more copy)."""
     settings = Settings(_env_file=None, database_url=db_url, env="test")  # type: ignore[call-arg]
     runtime = Runtime.create(settings)
     try:
@@ -101,15 +124,26 @@ def totals(db_url: str, polar_url: str, mail_ids: list[str] | None = None) -> To
             states = dict(
                 s.execute(select(UsageRecord.state, func.count()).group_by(UsageRecord.state)).all()
             )
+            # The thresholds the final usage crossed, from the quota read model (all of the
+            # run falls in one period: the orgs' first).
+            moments = [e.at for chain in events.values() for e in chain]
+            crossed = {
+                org.id: _crossed(
+                    quota_service.status(s, org, catalog=runtime.catalog, now=max(moments))
+                )
+                for org in (s.scalars(select(Org)) if moments else [])
+            }
     finally:
         runtime.engine.dispose()
     result = Totals(instances=len(instances), records={str(k): v for k, v in states.items()})
     result.alerts = dict(Counter(a.state for a in alerts))
+    result.alert_errors = _check_alerts(alerts, crossed)
     received = Counter(mail_ids or [])
     sent_ids = {a.message_id for a in alerts if a.state == AlertState.SENT.value}
+    result.alerts_expected = len(sent_ids)
+    result.alerts_delivered = len(sent_ids & set(received))
     result.mails = sum(received.values())
-    result.mails_resent = result.mails - len(received)
-    result.alerts_unmailed = len(sent_ids - set(received))
+    result.resent_in_flight, result.resent_other = count_copies(received, in_flight or Counter())
     result.mails_unknown = len(set(received) - {a.message_id for a in alerts})
     life: Counter[str] = Counter()
     for inst in instances:
@@ -135,6 +169,62 @@ def totals(db_url: str, polar_url: str, mail_ids: list[str] | None = None) -> To
     result.lifecycle, result.ledger = sum(life.values()), sum(ledger.values())
     result.polar = sum(polar.values())
     return result
+
+
+def count_copies(received: Counter[str], in_flight: Counter[str]) -> tuple[int, int]:
+    """(extra copies a kill mid-send explains, any other extra copies) of the received
+    Message-IDs: each killed run that died sending a message explains one copy of it."""
+    explained = other = 0
+    for mid, n in received.items():
+        ok = min(n - 1, in_flight[mid])
+        explained, other = explained + ok, other + n - 1 - ok
+    return explained, other
+
+
+def _crossed(status: QuotaStatus) -> dict[str, list[int]]:
+    """Per alert kind, the thresholds the org's usage has reached (docs/spec.md §5)."""
+    out: dict[str, list[int]] = {}
+    included = status.plan.included_small_minutes
+    if included > 0:
+        used = status.weighted_minutes * 100
+        out[AlertKind.ALLOWANCE.value] = [
+            t for t in THRESHOLDS[AlertKind.ALLOWANCE] if used >= t * included
+        ]
+    if status.spend_limit is not None:
+        spent, limit = to_cents(status.estimate) * 100, to_cents(status.spend_limit)
+        out[AlertKind.SPEND_LIMIT.value] = [
+            t for t in THRESHOLDS[AlertKind.SPEND_LIMIT] if spent >= t * limit
+        ]
+    return out
+
+
+def _check_alerts(
+    alerts: list[BudgetAlert], crossed: dict[uuid.UUID, dict[str, list[int]]]
+) -> list[str]:
+    """Every threshold reached has its alert, and no other exists; the highest reached of each
+    kind was sent; a lower one was sent, or covered by a higher one sent in its place."""
+    found: list[str] = []
+    rows = {(a.org_id, a.kind, a.threshold): a for a in alerts}
+    for a in alerts:
+        if a.threshold not in crossed.get(a.org_id, {}).get(a.kind, []):
+            found.append(f"org {a.org_id}: a {a.kind} {a.threshold}% alert, never reached")
+    for org, kinds in crossed.items():
+        for kind, reached in kinds.items():
+            for t in reached:
+                row = rows.get((org, kind, t))
+                if row is None:
+                    found.append(f"org {org}: {kind} {t}% reached, no alert raised")
+                elif t == max(reached) and row.state != AlertState.SENT.value:
+                    found.append(f"org {org}: {kind} {t}% (the highest) is {row.state}")
+                elif row.state == AlertState.COVERED.value:
+                    cover = next(
+                        (r for r in alerts if r.id == row.covered_by_id and r.threshold > t), None
+                    )
+                    if cover is None or cover.state != AlertState.SENT.value:
+                        found.append(f"org {org}: {kind} {t}% covered by no higher alert sent")
+                elif row.state != AlertState.SENT.value:
+                    found.append(f"org {org}: {kind} {t}% is {row.state}")
+    return found
 
 
 # CUT_EARLY: the bill stops at the heartbeat timeout (even when the user stops a silent

@@ -4,13 +4,15 @@ ports, a scratch PostgreSQL database per run, and kill -9."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,6 +65,7 @@ class Proc:
         self.name, self.args, self.env, self.logs = name, args, env, logs
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.killed: list[Path] = []  # the logs of the runs that ended in kill -9
 
     @property
     def log(self) -> Path:
@@ -82,6 +85,7 @@ class Proc:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
+        self.killed.append(self.log)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -113,3 +117,26 @@ class Proc:
         return "".join(
             p.read_text(errors="replace") for p in sorted(self.logs.glob(f"{self.name}-*.log"))
         )
+
+
+_SENDING = re.compile(r"alert \S+: sending (<[^>]+>)")
+_SENT = re.compile(r"alert \S+: (<[^>]+>) recorded as sent")
+
+
+def sends_in_flight(killed_logs: Iterable[Path]) -> Counter[str]:
+    """Per Message-ID, how many killed runs died while sending it: the alert sender logs
+    `sending <Message-ID>` before it talks SMTP and `<Message-ID> recorded as sent` once the
+    outcome is committed, one message at a time. A log whose last send has no such record
+    was killed between the two, perhaps after the server had accepted the message: the one
+    window where a resend is expected."""
+    out: Counter[str] = Counter()
+    for log in killed_logs:
+        last: str | None = None
+        for line in log.read_text(errors="replace").splitlines():
+            if m := _SENDING.search(line):
+                last = m.group(1)
+            elif (m := _SENT.search(line)) and m.group(1) == last:
+                last = None
+        if last is not None:
+            out[last] += 1
+    return out

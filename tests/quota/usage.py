@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from orzbob.accounts.service import account_service
 from orzbob.instances.models import Instance
 from orzbob.metering.models import UsageRecord, UsageSegment
-from orzbob.quota.allocation import UsageDraft, allocate
+from orzbob.metering.service import metering_service
+from orzbob.quota.allocation import UsageDraft
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import boundaries_between
 from orzbob.runtime import Runtime
@@ -99,7 +100,7 @@ class Meter:
     def record(self, drafts: list[UsageDraft]) -> list[dict[str, Any]]:
         with self.runtime.session() as s:
             org = account_service.get_org(s, self.org_id)
-            return allocate(
+            return metering_service.record(
                 s, org, drafts, catalog=self.runtime.catalog, now=self.runtime.clock.now()
             )
 

@@ -135,6 +135,35 @@ class AlertRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    def renew_claims(
+        self, session: Session, ids: Sequence[uuid.UUID], *, worker: str, until: datetime
+    ) -> int:
+        """Extend this worker's leases on a batch in flight (rows it lost are left alone)."""
+        result = session.execute(
+            update(BudgetAlert)
+            .where(
+                BudgetAlert.id.in_(ids),
+                BudgetAlert.claimed_by == worker,
+                BudgetAlert.state == AlertState.PENDING.value,
+            )
+            .values(claim_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def release_claims(self, session: Session, *, worker: str) -> int:
+        """Drop every claim this worker holds on a pending alert (it died holding them)."""
+        result = session.execute(
+            update(BudgetAlert)
+            .where(
+                BudgetAlert.claimed_by == worker,
+                BudgetAlert.state == AlertState.PENDING.value,
+            )
+            .values(claimed_by=None, claim_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     def unsent(self, session: Session) -> tuple[int, datetime | None]:
         count, oldest = session.execute(
             select(func.count(), func.min(BudgetAlert.created_at)).where(

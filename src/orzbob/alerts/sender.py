@@ -2,9 +2,19 @@
 
 Claim in a short transaction (`FOR UPDATE SKIP LOCKED` plus a lease, so two senders never
 take the same alert), commit, talk SMTP with no transaction open, then record each outcome in
-its own short transaction right after its reply. A sender that dies before recording leaves
-its lease to run out; the next one sends the same message again, Message-ID and all. Once
-recorded as sent, an alert is never sent again.
+its own short transaction right after its reply. The lease (`ORZBOB_ALERT_LEASE_SECONDS`) is
+renewed every third of it while the batch is in flight, so a slow server never lets another
+sender take over a message that is still being sent; a failed write of the outcome (a dropped
+connection) is retried at once, well within the lease. Once recorded as sent, an alert is
+never sent again.
+
+The one duplicate left is the one SMTP cannot close: a sender killed after the server
+accepted a message (end of DATA) and before its outcome is committed, a window of a reply and
+one UPDATE. Its claim lapses (a worker restarted under the same `ORZBOB_WORKER_ID` takes it
+back at once) and the message goes again, Message-ID and all, so mail clients that
+deduplicate by Message-ID show it once. Each send is logged as `alert <id>: sending
+<Message-ID>` before and `alert <id>: <Message-ID> recorded as sent` after, so such a resend
+can be told from any other (the crash proof does).
 
 A 5xx reply to a message is permanent (recorded, no retry); 4xx replies and connection errors
 are retried with exponential backoff and jitter, for as long as it takes.
@@ -17,13 +27,18 @@ import logging
 import os
 import random
 import socket
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.repository import account_repository
@@ -82,13 +97,17 @@ class AlertSender:
     settings: Settings
     clock: Clock
     batch_size: int = 50
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(seconds=30)
     base_delay: float = 30.0
     max_delay: float = 1800.0
+    # Tries to record an outcome when the database connection fails (about 5 s in all, well
+    # within any lease renewed in flight): a message the server accepted must not go twice.
+    record_attempts: int = 8
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )
     rng: random.Random = field(default_factory=random.Random)
+    sleep: Callable[[float], None] = time.sleep
 
     def run(self, *, max_batches: int = 20) -> SendReport:
         """Deliver what is due; stops early when the server is unreachable."""
@@ -98,12 +117,23 @@ class AlertSender:
                 batch = self._claim(report)
                 if not batch:
                     break
-                asyncio.run(self._deliver(batch, report))
+                with self._renewing([item.id for item in batch]):
+                    asyncio.run(self._deliver(batch, report))
         except _Blocked as exc:
             report.stopped = str(exc)
         finally:
             self.update_gauges()
         return report
+
+    def reclaim_own(self) -> int:
+        """Release the claims a previous run under this worker id left behind (it was killed),
+        so they go now instead of when their lease lapses. Call once at start, and only with a
+        worker id no other live process uses."""
+        with session_scope(self.sessions) as s:
+            n = alert_repository.release_claims(s, worker=self.worker_id)
+        if n:
+            log.info("took back %d alert(s) claimed by %s before a restart", n, self.worker_id)
+        return n
 
     # -- claiming ------------------------------------------------------------------------
     def _claim(self, report: SendReport) -> list[Outgoing]:
@@ -146,6 +176,30 @@ class AlertSender:
             alert.id, alert.generation, alert.kind, alert.attempts, list(alert.recipients), msg
         )
 
+    @contextmanager
+    def _renewing(self, ids: list[uuid.UUID]) -> Iterator[None]:
+        """Keep the batch's leases alive while it is in flight (a slow or stalling server)."""
+        stop = threading.Event()
+        every = max(0.05, self.lease.total_seconds() / 3)
+
+        def renew() -> None:
+            while not stop.wait(every):
+                try:
+                    with session_scope(self.sessions) as s:
+                        alert_repository.renew_claims(
+                            s, ids, worker=self.worker_id, until=datetime.now(UTC) + self.lease
+                        )
+                except Exception:  # the database is briefly away: try again next time
+                    log.warning("could not renew the alert sender's lease", exc_info=True)
+
+        thread = threading.Thread(target=renew, name="alert-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     # -- talking SMTP --------------------------------------------------------------------
     def _client(self) -> aiosmtplib.SMTP:
         s = self.settings
@@ -177,6 +231,7 @@ class AlertSender:
             for i, item in enumerate(batch):
                 if not self._still_mine(item):
                     continue
+                log.info("alert %s: sending %s", item.id, item.message["Message-ID"])
                 try:
                     errors, message = await smtp.send_message(
                         item.message, sender=self.settings.email_from_mailbox,
@@ -219,10 +274,24 @@ class AlertSender:
 
     # -- recording outcomes (one short transaction each) ----------------------------------
     def _finish(self, item: Outgoing, **values: Any) -> bool:
-        with session_scope(self.sessions) as s:
-            done = alert_repository.finish_claim(
-                s, item.id, worker=self.worker_id, generation=item.generation, values=values
-            )
+        delay = 0.05
+        for attempt in range(1, self.record_attempts + 1):
+            try:
+                with session_scope(self.sessions) as s:
+                    done = alert_repository.finish_claim(
+                        s, item.id, worker=self.worker_id, generation=item.generation,
+                        values=values,
+                    )  # fmt: skip
+                break
+            except (OperationalError, InterfaceError) as exc:
+                # Most often a dropped connection the pool replaces on the next try. Giving up
+                # leaves the claim to lapse, and a message the server accepted would go twice.
+                if attempt == self.record_attempts:
+                    raise
+                log.warning("alert %s: recording its outcome failed (%s); trying again",
+                            item.id, exc.orig or exc)  # fmt: skip
+                self.sleep(delay)
+                delay = min(2.0, delay * 2)
         if not done:
             log.warning(
                 "alert %s changed while it was being sent (re-armed or taken over)", item.id
@@ -252,6 +321,7 @@ class AlertSender:
             smtp_reply=reply,
             last_error=f"some recipients refused: {refused}" if refused else None,
         ):
+            log.info("alert %s: %s recorded as sent", item.id, item.message["Message-ID"])
             report.sent += 1
             metrics.alerts_sent_total.labels(kind=item.kind).inc()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from orzbob.accounts.service import account_service
 from orzbob.alerts.evaluator import alert_evaluator
@@ -17,10 +18,20 @@ CATCHUP_PAGE = 500
 
 
 def sender_for(runtime: Runtime) -> AlertSender:
+    """The process's alert sender. With a stable `ORZBOB_WORKER_ID`, the claims a killed
+    earlier run of this process left are taken back now rather than when their lease lapses."""
     if runtime.alert_sender is None:
-        runtime.alert_sender = AlertSender(
-            sessions=runtime.sessions, settings=runtime.settings, clock=runtime.clock
+        s = runtime.settings
+        sender = AlertSender(
+            sessions=runtime.sessions,
+            settings=s,
+            clock=runtime.clock,
+            lease=timedelta(seconds=s.alert_lease_seconds),
         )
+        if s.worker_id:
+            sender.worker_id = s.worker_id
+            sender.reclaim_own()
+        runtime.alert_sender = sender
     return runtime.alert_sender
 
 

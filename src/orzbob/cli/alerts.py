@@ -30,7 +30,12 @@ def send(
         False
     ),
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1000)] = 50,
-    lease_seconds: Annotated[int, typer.Option("--lease-seconds", min=1)] = 300,
+    lease_seconds: Annotated[
+        int | None,
+        typer.Option(
+            "--lease-seconds", min=1, help="Lease on claimed alerts (ORZBOB_ALERT_LEASE_SECONDS)."
+        ),
+    ] = None,
 ) -> None:
     """Deliver due budget alerts over SMTP. Several may run against one PostgreSQL database;
     each alert is claimed by one of them."""
@@ -43,7 +48,7 @@ def send(
         settings=runtime.settings,
         clock=runtime.clock,
         batch_size=batch_size,
-        lease=timedelta(seconds=lease_seconds),
+        lease=timedelta(seconds=lease_seconds or runtime.settings.alert_lease_seconds),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

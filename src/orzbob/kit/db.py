@@ -16,6 +16,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from orzbob.kit.bulk import upsert_add_pg
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -149,9 +151,11 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]
         stmt = sqlite.insert(table).on_conflict_do_nothing()
     else:  # pragma: no cover - only the two supported backends
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    # Count what RETURNING gives back: psycopg reports rowcount -1 for these inserts.
+    # Count what RETURNING gives back: psycopg reports rowcount -1 for these inserts. The rows
+    # go as parameters of one cached statement (batched into multi-row inserts by the
+    # driver layer), never compiled into a new statement per call.
     key = next(iter(table.primary_key.columns))
-    return len(session.execute(stmt.values(list(rows)).returning(key)).all())
+    return len(session.execute(stmt.returning(key), list(rows)).all())
 
 
 def upsert_add(
@@ -159,16 +163,21 @@ def upsert_add(
 ) -> None:
     """Insert rows, or add their non-key values to the existing row with the same key.
 
-    One statement for the whole batch; `rows` must not repeat a key (PostgreSQL refuses to
+    One batch for all the rows, in their order; `rows` must not repeat a key (PostgreSQL refuses to
     touch a row twice in one statement).
     """
     if not rows:
         return
     dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).values(list(rows))
+    if dialect == "postgresql":
+        upsert_add_pg(session, table, keys, rows)
+        return
+    module: Any = sqlite
+    stmt = module.insert(table)
     adds = {col: table.c[col] + stmt.excluded[col] for col in rows[0] if col not in set(keys)}
-    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=adds))
+    # One cached statement executed over the rows (a driver-level batch), not a VALUES list
+    # compiled afresh on every call.
+    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=adds), list(rows))
 
 
 @contextmanager

@@ -27,11 +27,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    Uuid,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.kit import metrics
-from orzbob.kit.db import session_scope
+from orzbob.kit.db import dialect_name, session_scope
 from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
 
@@ -40,16 +52,32 @@ log = logging.getLogger(__name__)
 EVENT_NAME = "orzbob.compute"
 
 
-def polar_event(record: UsageRecord) -> dict[str, Any]:
+# What the flusher reads of a record to ship it (the claim returns these columns).
+_EVENT_COLUMNS = (
+    UsageRecord.id,
+    UsageRecord.org_id,
+    UsageRecord.instance_id,
+    UsageRecord.tier,
+    UsageRecord.minutes,
+    UsageRecord.billable_minutes,
+    UsageRecord.small_minutes,
+    UsageRecord.interval_end,
+    UsageRecord.period_start,
+)
+
+
+def polar_event(record: Any) -> dict[str, Any]:
+    """The Polar event of a usage record (a `UsageRecord` or a row of `_EVENT_COLUMNS`)."""
+    record_id = str(record.id)
     return {
         "name": EVENT_NAME,
         "external_customer_id": str(record.org_id),
-        "external_id": str(record.id),
+        "external_id": record_id,
         "timestamp": record.interval_end.isoformat(),
         "metadata": {
             # Polar never returns an event's external_id, so reconciliation matches on this
             # copy of it.
-            "record_id": str(record.id),
+            "record_id": record_id,
             "instance_id": str(record.instance_id),
             "tier": record.tier,
             "minutes": record.minutes,
@@ -58,6 +86,13 @@ def polar_event(record: UsageRecord) -> dict[str, Any]:
             "period_start": record.period_start.isoformat(),
         },
     }
+
+
+def _ids_in(ids: list[uuid.UUID], dialect: str) -> ColumnElement[bool]:
+    # On PostgreSQL one array parameter (`= ANY`), not a thousand placeholders to parse.
+    if dialect == "postgresql":
+        return UsageRecord.id == any_(bindparam("ids", ids, type_=postgresql.ARRAY(Uuid())))
+    return UsageRecord.id.in_(ids)
 
 
 @dataclass
@@ -74,6 +109,14 @@ class _Stop(Exception):
     pass
 
 
+def _merge(into: FlushReport, part: FlushReport) -> None:
+    into.sent += part.sent
+    into.duplicates += part.duplicates
+    into.dead += part.dead
+    into.retries += part.retries
+    into.stopped = into.stopped or part.stopped
+
+
 @dataclass
 class Flusher:
     sessions: sessionmaker[Session]
@@ -88,48 +131,104 @@ class Flusher:
     )
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    # Batches on the wire at once: the database work of one (claim, mark) overlaps the HTTP
+    # round trip of another.
+    in_flight: int = 2
 
     def flush(self, *, max_batches: int | None = None) -> FlushReport:
         """Send pending records until none are left (or `max_batches`); a failure that
-        outlasts the retries stops this run and leaves the records pending."""
+        outlasts the retries stops this run and leaves the records pending. Up to
+        `in_flight` batches are on the wire at once (each its own claim, lease and mark, as
+        if sent by separate flushers), over the gateway's kept-alive connections."""
         report = FlushReport()
+        lock = threading.Lock()
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                while not done.is_set():
+                    with lock:
+                        if max_batches is not None and report.batches >= max_batches:
+                            return
+                        report.batches += 1  # reserved before the claim, for max_batches
+                    batch = self._claim()
+                    if not batch:
+                        with lock:
+                            report.batches -= 1
+                        done.set()
+                        return
+                    mine = FlushReport()
+                    try:
+                        with (
+                            metrics.flush_duration_seconds.time(),
+                            self._renewing([i for i, _ in batch]),
+                        ):
+                            self._ship(batch, mine)
+                    except _Stop as stop:
+                        mine.stopped = str(stop)
+                        done.set()
+                    finally:
+                        with lock:
+                            _merge(report, mine)
+            except BaseException as exc:  # re-raised by the caller's thread
+                done.set()
+                errors.append(exc)
+
         try:
-            while max_batches is None or report.batches < max_batches:
-                batch = self._claim()
-                if not batch:
-                    break
-                report.batches += 1
-                with metrics.flush_duration_seconds.time(), self._renewing([i for i, _ in batch]):
-                    self._ship(batch, report)
-        except _Stop as stop:
-            report.stopped = str(stop)
+            if self.in_flight <= 1:
+                run()
+            else:
+                threads = [
+                    threading.Thread(target=run, name=f"flusher-{n}", daemon=True)
+                    for n in range(self.in_flight)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            if errors:
+                raise errors[0]
         finally:
             self.update_gauges()
         return report
 
     # -- claiming and marking ----------------------------------------------------------
-    def _claim(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
-        now = datetime.now(UTC)
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        """One short transaction of the flusher's own bookkeeping. On PostgreSQL its commit
+        does not wait for the WAL flush: a crash may lose only the last claims or marks,
+        which is safe by design (a lost lease lapses or is reclaimed, a lost mark resends
+        records that Polar drops by `external_id`)."""
         with session_scope(self.sessions) as s:
-            records = s.scalars(
-                select(UsageRecord)
-                .where(
-                    UsageRecord.state == RecordState.PENDING.value,
-                    or_(UsageRecord.claim_expires_at.is_(None), UsageRecord.claim_expires_at < now),
-                )
-                .order_by(UsageRecord.id)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True, key_share=True)
-            ).all()
-            if not records:
-                return []
-            s.execute(
-                update(UsageRecord)
-                .where(UsageRecord.id.in_([r.id for r in records]))
-                .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
-                .execution_options(synchronize_session=False)
+            if dialect_name(s) == "postgresql":
+                s.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            yield s
+
+    def _claim(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+        """Lease the next batch in one statement: an UPDATE of the oldest unleased pending
+        records (picked `FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent flushers
+        never pick the same ones) that returns what their events need."""
+        now = datetime.now(UTC)
+        table: Table = UsageRecord.__table__  # type: ignore[assignment]
+        picked = (
+            select(UsageRecord.id)
+            .where(
+                UsageRecord.state == RecordState.PENDING.value,
+                or_(UsageRecord.claim_expires_at.is_(None), UsageRecord.claim_expires_at < now),
             )
-            return [(r.id, polar_event(r)) for r in records]
+            .order_by(UsageRecord.id)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        with self._tx() as s:
+            rows = s.execute(
+                update(table)
+                .where(table.c.id.in_(picked.scalar_subquery()))
+                .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
+                .returning(*_EVENT_COLUMNS)
+            ).all()
+        return [(r.id, polar_event(r)) for r in sorted(rows, key=lambda r: r.id)]
 
     @contextmanager
     def _renewing(self, ids: list[uuid.UUID]) -> Iterator[None]:
@@ -153,11 +252,11 @@ class Flusher:
             thread.join()
 
     def _extend(self, ids: list[uuid.UUID]) -> None:
-        with session_scope(self.sessions) as s:
+        with self._tx() as s:
             s.execute(
                 update(UsageRecord)
                 .where(
-                    UsageRecord.id.in_(ids),
+                    _ids_in(ids, dialect_name(s)),
                     UsageRecord.claimed_by == self.worker_id,
                     UsageRecord.state == RecordState.PENDING.value,
                 )
@@ -169,7 +268,7 @@ class Flusher:
         """Release the claims a previous run under this worker id left behind (it crashed),
         so they ship now instead of when their lease lapses. Call once at start, and only
         with a worker id no other live process uses."""
-        with session_scope(self.sessions) as s:
+        with self._tx() as s:
             result = s.execute(
                 update(UsageRecord)
                 .where(
@@ -187,11 +286,11 @@ class Flusher:
     def _mark(self, ids: list[uuid.UUID], **values: Any) -> int:
         if not ids:
             return 0
-        with session_scope(self.sessions) as s:
+        with self._tx() as s:
             result = s.execute(
                 update(UsageRecord)
                 .where(
-                    UsageRecord.id.in_(ids),
+                    _ids_in(ids, dialect_name(s)),
                     UsageRecord.claimed_by == self.worker_id,
                     UsageRecord.state == RecordState.PENDING.value,
                 )

@@ -29,6 +29,19 @@ class UsageSegment(Base):
             sqlite_where=text("ended_at IS NULL"),
         ),
         Index("ix_usage_segments_instance_started", "instance_id", "started_at"),
+        # Open segments only: the checkpoint pages through them, the limiters read an org's.
+        Index(
+            "ix_usage_segments_open_id",
+            "id",
+            postgresql_where=text("ended_at IS NULL"),
+            sqlite_where=text("ended_at IS NULL"),
+        ),
+        Index(
+            "ix_usage_segments_open_org",
+            "org_id",
+            postgresql_where=text("ended_at IS NULL"),
+            sqlite_where=text("ended_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

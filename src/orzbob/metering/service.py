@@ -4,21 +4,24 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, ColumnExpressionArgument, func, select, update
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
-from orzbob.instances.models import Instance
+from orzbob.kit import metrics
+from orzbob.kit.bulk import append_rows, update_by_key
+from orzbob.kit.db import new_id
 from orzbob.kit.errors import Conflict
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 from orzbob.metering.repository import usage_records
-from orzbob.quota.allocation import UsageDraft, allocate, allocate_many
+from orzbob.quota.allocation import Allocation, UsageDraft, allocate_many
 from orzbob.quota.periods import boundaries_between
 
 _MICROSECOND = timedelta(microseconds=1)
@@ -38,6 +41,106 @@ limiters: list[Limiter] = []
 # registers its scheduled changes here through `install_hooks`).
 UsageCut = Callable[[Session, Collection[uuid.UUID], datetime], dict[uuid.UUID, datetime]]
 usage_cuts: list[UsageCut] = []
+
+# Called once usage records are written, in the same transaction, with the rows written (the
+# period rows they touched are locked). Higher domains register here (alerts evaluate
+# thresholds) from `orzbob.hooks.install_hooks`.
+UsageRecordedHook = Callable[[Session, Sequence[dict[str, Any]], Catalog, datetime], None]
+usage_recorded_hooks: list[UsageRecordedHook] = []
+
+# Running time is counted only up to an instance's last sign of life (docs/spec.md §3). The
+# instances domain, above this one, registers how to read it: given the column holding an
+# instance id, a correlated expression for that instance's `last_seen_at`, so the
+# checkpoint reads segments and last-seen times in one query.
+LastSeen = Callable[[ColumnExpressionArgument[uuid.UUID]], ColumnElement[datetime]]
+last_seen_hooks: list[LastSeen] = []
+
+# The columns of a usage record, in the order records are appended (`COPY` on PostgreSQL).
+RECORD_COLUMNS = (
+    "id",
+    "org_id",
+    "instance_id",
+    "segment_id",
+    "tier",
+    "plan_id",
+    "interval_start",
+    "interval_end",
+    "period_start",
+    "minutes",
+    "included_minutes",
+    "overage_minutes",
+    "billable_minutes",
+    "small_minutes",
+    "state",
+    "claimed_by",
+    "claim_expires_at",
+    "attempts",
+    "last_error",
+    "created_at",
+    "sent_at",
+)
+
+
+class RunningInstance(Protocol):
+    """What metering needs of an instance: whose it is and its tier."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def org_id(self) -> uuid.UUID: ...
+
+    @property
+    def tier(self) -> str: ...
+
+
+@dataclass(slots=True)
+class OpenSegment:
+    """An open segment as the checkpoint reads it: plain values, no ORM object."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    instance_id: uuid.UUID
+    tier: str
+    started_at: datetime
+    emitted_minutes: int
+    counted_until: datetime
+    last_seen_at: datetime
+
+
+def last_seen_of(instance_id: ColumnExpressionArgument[uuid.UUID]) -> ColumnElement[datetime]:
+    if not last_seen_hooks:
+        raise RuntimeError(
+            "no last-seen source registered: call orzbob.hooks.install_hooks() first"
+        )
+    return last_seen_hooks[0](instance_id)
+
+
+def _record_row(a: Allocation, now: datetime) -> dict[str, Any]:
+    d = a.draft
+    return {
+        "id": new_id(),
+        "org_id": d.org_id,
+        "instance_id": d.instance_id,
+        "segment_id": d.segment_id,
+        "tier": d.tier,
+        "plan_id": a.plan_id,
+        "interval_start": d.interval_start,
+        "interval_end": d.interval_end,
+        "period_start": a.period_start,
+        "minutes": d.minutes,
+        "included_minutes": a.included,
+        "overage_minutes": a.overage,
+        "billable_minutes": a.billable,
+        "small_minutes": a.small,
+        "state": RecordState.PENDING.value,
+        "claimed_by": None,
+        "claim_expires_at": None,
+        "attempts": 0,
+        "last_error": None,
+        "created_at": now,
+        "sent_at": None,
+    }
 
 
 def rounded_minutes(start: datetime, end: datetime) -> int:
@@ -63,7 +166,9 @@ class MeteringService:
                 out[seg_id] = min(at, out.get(seg_id, at))
         return out
 
-    def open_segment(self, session: Session, instance: Instance, *, at: datetime) -> UsageSegment:
+    def open_segment(
+        self, session: Session, instance: RunningInstance, *, at: datetime
+    ) -> UsageSegment:
         segment = UsageSegment(
             org_id=instance.org_id,
             instance_id=instance.id,
@@ -105,7 +210,7 @@ class MeteringService:
         self,
         session: Session,
         org: Org,
-        closes: Sequence[tuple[Instance, datetime]],
+        closes: Sequence[tuple[RunningInstance, datetime]],
         *,
         catalog: Catalog,
         now: datetime,
@@ -126,40 +231,72 @@ class MeteringService:
             end = max(min(at, limit.get(segment.id, at)), segment.counted_until)
             drafts.extend(self._drafts(segment, org, end))
             segment.ended_at = end
-        rows = allocate(session, org, drafts, catalog=catalog, now=now)
+        rows = self.record(session, org, drafts, catalog=catalog, now=now)
         session.flush()
         return rows
 
-    def checkpoint_segments(
+    def checkpoint_batch(
         self,
         session: Session,
-        pairs: Sequence[tuple[UsageSegment, Instance]],
-        orgs: dict[uuid.UUID, Org],
         *,
+        after: uuid.UUID | None,
+        limit: int,
         catalog: Catalog,
         now: datetime,
-    ) -> int:
-        """Emit the minutes open segments have accrued up to their instance's last sign of
-        life (never past it). Returns the number of usage records written."""
-        by_org: dict[uuid.UUID, list[UsageDraft]] = defaultdict(list)
-        limits = self.limits(
-            session,
-            [orgs[o] for o in sorted({seg.org_id for seg, _ in pairs})],
-            catalog=catalog,
-            now=now,
+    ) -> tuple[int, list[uuid.UUID]]:
+        """Emit the minutes the next `limit` open segments (by id, after `after`) have accrued
+        up to their instance's last sign of life (never past it, a cap or a due plan
+        change), set-based: one query reads the segments (locked, skipping those another
+        transaction holds) with their last-seen times, allocation runs over plain values,
+        records are appended in one batch and the segments' counters updated in one
+        statement. Returns (records written, ids of the segments seen)."""
+        stmt = (
+            select(
+                UsageSegment.id,
+                UsageSegment.org_id,
+                UsageSegment.instance_id,
+                UsageSegment.tier,
+                UsageSegment.started_at,
+                UsageSegment.emitted_minutes,
+                UsageSegment.counted_until,
+                last_seen_of(UsageSegment.instance_id),
+            )
+            .where(UsageSegment.ended_at.is_(None))
+            .order_by(UsageSegment.id)
+            .limit(limit)
+            .with_for_update(of=UsageSegment, skip_locked=True, key_share=True)
         )
-        cuts = self._cuts(session, orgs.keys(), now)
-        for segment, instance in pairs:
+        if after is not None:
+            stmt = stmt.where(UsageSegment.id > after)
+        segments = [OpenSegment(*row) for row in session.execute(stmt)]
+        if not segments:
+            return 0, []
+        org_ids = sorted({seg.org_id for seg in segments})
+        orgs = {o.id: o for o in session.scalars(select(Org).where(Org.id.in_(org_ids)))}
+        limits = self.limits(session, [orgs[o] for o in org_ids], catalog=catalog, now=now)
+        cuts = self._cuts(session, org_ids, now)
+        by_org: dict[uuid.UUID, list[UsageDraft]] = defaultdict(list)
+        moved: list[tuple[uuid.UUID, int, datetime]] = []
+        for seg in segments:
             upto = min(
                 now,
-                instance.last_seen_at,
-                limits.get(segment.id, now),
-                cuts.get(segment.org_id, now),
+                seg.last_seen_at,
+                limits.get(seg.id, now),
+                cuts.get(seg.org_id, now),
             )
-            if upto <= segment.counted_until:
+            if upto <= seg.counted_until:
                 continue
-            by_org[segment.org_id].extend(self._drafts(segment, orgs[segment.org_id], upto))
-        return len(allocate_many(session, orgs, by_org, catalog=catalog, now=now))
+            by_org[seg.org_id].extend(self._drafts(seg, orgs[seg.org_id], upto))
+            moved.append((seg.id, seg.emitted_minutes, seg.counted_until))
+        rows = self.record_many(session, orgs, by_org, catalog=catalog, now=now)
+        update_by_key(
+            session,
+            UsageSegment.__table__,  # type: ignore[arg-type]
+            ("id",),
+            ("emitted_minutes", "counted_until"),
+            moved,
+        )
+        return len(rows), [seg.id for seg in segments]
 
     @staticmethod
     def _cuts(
@@ -178,29 +315,72 @@ class MeteringService:
         drafts: list[UsageDraft] = []
         pairs = self.lock_open_segments(session, org.id)
         limits = self.limits(session, [org], catalog=catalog, now=at) if pairs else {}
-        for segment, instance in pairs:
-            upto = min(at, instance.last_seen_at, limits.get(segment.id, at))
+        for segment, last_seen_at in pairs:
+            upto = min(at, last_seen_at, limits.get(segment.id, at))
             if upto > segment.counted_until:
                 drafts.extend(self._drafts(segment, org, upto))
-        return len(allocate(session, org, drafts, catalog=catalog, now=at))
+        return len(self.record(session, org, drafts, catalog=catalog, now=at))
 
     def lock_open_segments(
         self, session: Session, org_id: uuid.UUID
-    ) -> Sequence[tuple[UsageSegment, Instance]]:
-        """Lock every open segment of one org, in id order, with its instance (unlocked): a
-        transaction that closes several of them takes all segment locks before any period
-        lock (docs/architecture.md)."""
+    ) -> Sequence[tuple[UsageSegment, datetime]]:
+        """Lock every open segment of one org, in id order, with its instance's last sign of
+        life: a transaction that closes several of them takes all segment locks before any
+        period lock (docs/architecture.md)."""
         rows = session.execute(
-            select(UsageSegment, Instance)
-            .join(Instance, Instance.id == UsageSegment.instance_id)
+            select(UsageSegment, last_seen_of(UsageSegment.instance_id))
             .where(UsageSegment.org_id == org_id, UsageSegment.ended_at.is_(None))
             .order_by(UsageSegment.id)
             .with_for_update(of=UsageSegment, key_share=True)
             .execution_options(populate_existing=True)
         ).all()
-        return [(segment, instance) for segment, instance in rows]
+        return [(segment, last_seen_at) for segment, last_seen_at in rows]
 
-    def _drafts(self, segment: UsageSegment, org: Org, upto: datetime) -> list[UsageDraft]:
+    # -- writing usage records -----------------------------------------------------------
+    def record(
+        self,
+        session: Session,
+        org: Org,
+        drafts: list[UsageDraft],
+        *,
+        catalog: Catalog,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Record one org's drafts; see `record_many`."""
+        return self.record_many(session, {org.id: org}, {org.id: drafts}, catalog=catalog, now=now)
+
+    def record_many(
+        self,
+        session: Session,
+        orgs: dict[uuid.UUID, Org],
+        drafts_by_org: dict[uuid.UUID, list[UsageDraft]],
+        *,
+        catalog: Catalog,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Write usage records for the drafts (each org's in order): quota allocates them to
+        the allowance and keeps its rollups, the records are appended in one batch (the
+        outbox the flusher ships), then the usage hooks run, all in the caller's
+        transaction. Returns the record rows written."""
+        allocations = allocate_many(session, orgs, drafts_by_org, catalog=catalog, now=now)
+        if not allocations:
+            return []
+        rows = [_record_row(a, now) for a in allocations]
+        append_rows(
+            session,
+            UsageRecord.__table__,  # type: ignore[arg-type]
+            RECORD_COLUMNS,
+            [tuple(r[c] for c in RECORD_COLUMNS) for r in rows],
+        )
+        for tier, n in Counter(a.draft.tier for a in allocations).items():
+            metrics.usage_records_total.labels(tier=tier).inc(n)
+        for hook in usage_recorded_hooks:
+            hook(session, rows, catalog, now)
+        return rows
+
+    def _drafts(
+        self, segment: UsageSegment | OpenSegment, org: Org, upto: datetime
+    ) -> list[UsageDraft]:
         """Turn [counted_until, upto] into drafts, split at period boundaries and midnights.
 
         Each piece emits `ceil(elapsed) - emitted`, so however the segment is cut, its total is

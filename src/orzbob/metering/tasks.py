@@ -8,8 +8,6 @@ import uuid
 
 from sqlalchemy import func, select
 
-from orzbob.accounts.models import Org
-from orzbob.instances.models import Instance
 from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
@@ -35,28 +33,14 @@ def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
     written = 0
     while True:
         with runtime.session() as session:
-            stmt = (
-                select(UsageSegment, Instance)
-                .join(Instance, Instance.id == UsageSegment.instance_id)
-                .where(UsageSegment.ended_at.is_(None))
-                .order_by(UsageSegment.id)
-                .limit(CHECKPOINT_BATCH)
-                .with_for_update(of=UsageSegment, skip_locked=True, key_share=True)
+            n, seen = metering_service.checkpoint_batch(
+                session, after=last, limit=CHECKPOINT_BATCH, catalog=runtime.catalog, now=now
             )
-            if last is not None:
-                stmt = stmt.where(UsageSegment.id > last)
-            pairs = [(seg, inst) for seg, inst in session.execute(stmt).all()]
-            if not pairs:
-                return written
-            org_ids = {seg.org_id for seg, _ in pairs}
-            orgs = {o.id: o for o in session.scalars(select(Org).where(Org.id.in_(org_ids)))}
-            written += metering_service.checkpoint_segments(
-                session, pairs, orgs, catalog=runtime.catalog, now=now
-            )
-            last = pairs[-1][0].id
-        if len(pairs) < CHECKPOINT_BATCH:
+        written += n
+        if len(seen) < CHECKPOINT_BATCH:
             _update_daily_gauge(runtime)
             return written
+        last = seen[-1]
 
 
 def _update_daily_gauge(runtime: Runtime) -> None:

@@ -1,33 +1,28 @@
-"""Allocating usage to the allowance, in the transaction that records it (docs/spec.md §1, §4)."""
+"""Allocating usage to the allowance, in the transaction that records it (docs/spec.md §1, §4).
+Quota owns the allowance and the rollups; metering writes the usage records."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
-from orzbob.kit.db import insert_ignore, new_id, on_commit, upsert_add
+from orzbob.kit.bulk import update_by_key
+from orzbob.kit.db import insert_ignore, on_commit, upsert_add
 from orzbob.kit.money import to_cents
-from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period, period_for
 
 _EPSILON = timedelta(microseconds=1)
-
-# Called at the end of `allocate_many`, in the same transaction, with the record rows written
-# (the period rows they touched are locked). Higher domains register here (alerts evaluate
-# thresholds) from `orzbob.hooks.install_hooks`.
-UsageRecordedHook = Callable[[Session, Sequence[dict[str, Any]], Catalog, datetime], None]
-usage_recorded_hooks: list[UsageRecordedHook] = []
+_PERIOD_COLUMNS = ("used_small_minutes", "exhausted_at", "plan_id", "monthly_base_cents")
 
 
 @dataclass(frozen=True)
@@ -92,10 +87,32 @@ def lock_periods(
     return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
 
 
+@dataclass(slots=True)
+class _PeriodState:
+    used: int
+    exhausted_at: datetime | None
+    plan_id: str | None
+    base_cents: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A draft placed in its period: how much of it the allowance covers and what is
+    overage. Metering writes it as a usage record."""
+
+    draft: UsageDraft
+    plan_id: str
+    period_start: datetime
+    included: int
+    overage: int
+    billable: int
+    small: int
+
+
 def allocate(
     session: Session, org: Org, drafts: list[UsageDraft], *, catalog: Catalog, now: datetime
-) -> list[dict[str, Any]]:
-    """Write usage records for one org's drafts; see `allocate_many`."""
+) -> list[Allocation]:
+    """Allocate one org's drafts; see `allocate_many`."""
     return allocate_many(session, {org.id: org}, {org.id: drafts}, catalog=catalog, now=now)
 
 
@@ -106,15 +123,16 @@ def allocate_many(
     *,
     catalog: Catalog,
     now: datetime,
-) -> list[dict[str, Any]]:
-    """Write usage records for the drafts (each org's in order), consuming each org's
-    allowance in that order and updating the period, tier and daily rollups, all in the
-    caller's transaction. Returns the record rows written."""
+) -> list[Allocation]:
+    """Consume each org's allowance by its drafts, in order, and update the period, tier and
+    daily rollups, all in the caller's transaction (the period rows stay locked until it
+    ends). Returns the allocations, for the caller to record in the same transaction."""
     placed: list[tuple[UsageDraft, Period, datetime]] = []
     for org_id in sorted(drafts_by_org):
+        org = orgs[org_id]
         for draft in drafts_by_org[org_id]:
             instant = _owning_instant(draft)
-            placed.append((draft, org_period(orgs[org_id], instant), instant))
+            placed.append((draft, org_period(org, instant), instant))
     if not placed:
         return []
     periods = lock_periods(session, {(d.org_id, p) for d, p, _ in placed})
@@ -122,63 +140,62 @@ def allocate_many(
         lambda: [0, 0, 0, 0, 0]
     )
     day_sums: dict[tuple[uuid.UUID, date], int] = defaultdict(int)
-    rows: list[dict[str, Any]] = []
+    out: list[Allocation] = []
+    base_cents = {p.id: to_cents(p.monthly_base) for p in catalog.plans}
+    # Each period's new values, written in one statement at the end (the rows are locked).
+    state = {
+        key: _PeriodState(qp.used_small_minutes, qp.exhausted_at, qp.plan_id, qp.monthly_base_cents)
+        for key, qp in periods.items()
+    }
     for draft, period, instant in placed:
         org = orgs[draft.org_id]
         plan = catalog.plan(org.plan_id)
-        qp = periods[(org.id, period.start)]
+        st = state[(org.id, period.start)]
         weight = catalog.tier(draft.tier).small_hour_weight
-        remaining = max(0, plan.included_small_minutes - qp.used_small_minutes)
+        remaining = max(0, plan.included_small_minutes - st.used)
         # Whole minutes only: a minute that does not fit the allowance entirely is overage.
         included = min(draft.minutes, remaining // weight)
         overage = draft.minutes - included
         small = included * weight
         billable = overage if plan.bills_overage else 0
-        qp.used_small_minutes += small
-        qp.plan_id = plan.id
-        qp.monthly_base_cents = to_cents(plan.monthly_base)
+        st.used += small
+        st.plan_id = plan.id
+        st.base_cents = base_cents[plan.id]
         if (
-            qp.exhausted_at is None
+            st.exhausted_at is None
             and plan.included_small_minutes > 0
-            and (overage > 0 or qp.used_small_minutes >= plan.included_small_minutes)
+            and (overage > 0 or st.used >= plan.included_small_minutes)
         ):
             # The moment the last included minute was used, not the end of the record that
             # crossed (records run up to a day long, split only at midnights).
-            qp.exhausted_at = min(
+            st.exhausted_at = min(
                 draft.interval_end, draft.interval_start + timedelta(minutes=included)
             )
             on_commit(session, metrics.quota_exceeded_total.labels(plan=plan.id).inc)
         sums = tier_sums[(org.id, period.start, draft.tier)]
-        for i, v in enumerate((draft.minutes, included, overage, billable, small)):
-            sums[i] += v
+        sums[0] += draft.minutes
+        sums[1] += included
+        sums[2] += overage
+        sums[3] += billable
+        sums[4] += small
         day_sums[(org.id, instant.date())] += draft.minutes
-        rows.append(
-            {
-                "id": new_id(),
-                "org_id": org.id,
-                "instance_id": draft.instance_id,
-                "segment_id": draft.segment_id,
-                "tier": draft.tier,
-                "plan_id": plan.id,
-                "interval_start": draft.interval_start,
-                "interval_end": draft.interval_end,
-                "period_start": period.start,
-                "minutes": draft.minutes,
-                "included_minutes": included,
-                "overage_minutes": overage,
-                "billable_minutes": billable,
-                "small_minutes": small,
-                "state": RecordState.PENDING.value,
-                "claimed_by": None,
-                "claim_expires_at": None,
-                "attempts": 0,
-                "last_error": None,
-                "created_at": now,
-                "sent_at": None,
-            }
-        )
-        metrics.usage_records_total.labels(tier=draft.tier).inc()
-    session.execute(insert(UsageRecord), rows)
+        out.append(Allocation(draft, plan.id, period.start, included, overage, billable, small))
+    changed = []
+    for key, st in sorted(state.items()):
+        qp = periods[key]
+        values = (st.used, st.exhausted_at, st.plan_id, st.base_cents)
+        if values != (qp.used_small_minutes, qp.exhausted_at, qp.plan_id, qp.monthly_base_cents):
+            changed.append((*key, *values))
+            # The locked ORM rows stay what the database now holds, with nothing to flush.
+            for name, value in zip(_PERIOD_COLUMNS, values, strict=True):
+                set_committed_value(qp, name, value)
+    update_by_key(
+        session,
+        QuotaPeriod.__table__,  # type: ignore[arg-type]
+        ("org_id", "period_start"),
+        _PERIOD_COLUMNS,
+        changed,
+    )
     upsert_add(
         session,
         QuotaTierRollup.__table__,  # type: ignore[arg-type]
@@ -204,6 +221,4 @@ def allocate_many(
         [{"org_id": org_id, "day": d, "minutes": m} for (org_id, d), m in sorted(day_sums.items())],
     )
     session.flush()
-    for hook in usage_recorded_hooks:
-        hook(session, rows, catalog, now)
-    return rows
+    return out

@@ -17,7 +17,7 @@ from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance, State
 from orzbob.metering.models import UsageSegment
-from orzbob.quota.models import DailyUsage, QuotaPeriod
+from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
 
 class ThrottleRepository:
@@ -48,12 +48,15 @@ class ThrottleRepository:
         now: datetime,
         margin_minutes: int,
         org_ids: Sequence[uuid.UUID] | None = None,
+        spend_limited: bool = True,
     ) -> list[uuid.UUID]:
         """Orgs with a running instance that a cap may stop now, in one set-based query.
 
         Per-instance caps compare the org's stalest activity and oldest run with each plan's
         limits; org caps compare the rollups, plus what `margin_minutes` of every running
-        instance could add, with the budgets. The exact moment is computed per org after."""
+        instance could add, with the budgets. Every org with a spend limit is included
+        unless `spend_limited` is false (the caller then bounds their spend itself, see
+        `spend_bounds`). The exact moment is computed per org after."""
         grouped = (
             select(
                 Instance.org_id.label("org_id"),
@@ -97,7 +100,11 @@ class ThrottleRepository:
                 DailyUsage,
                 and_(DailyUsage.org_id == running.c.org_id, DailyUsage.day == now.date()),
             )
-            .where(or_(Org.spend_limit_cents.is_not(None), *per_plan))
+            .where(
+                or_(Org.spend_limit_cents.is_not(None), *per_plan)
+                if spend_limited
+                else or_(*per_plan)
+            )
             .order_by(running.c.org_id)
         )
         return list(dict.fromkeys(session.scalars(stmt)))
@@ -129,6 +136,53 @@ class ThrottleRepository:
         )
         n, u, t = session.execute(select(running, used, today)).one()
         return int(n or 0), int(u or 0), int(t or 0)
+
+    def oldest_counted(self, session: Session, org_ids: Sequence[uuid.UUID]) -> datetime | None:
+        """How far back the least recently counted open segment of these orgs is counted."""
+        return session.scalar(
+            select(func.min(UsageSegment.counted_until)).where(
+                UsageSegment.org_id.in_(sorted(org_ids)), UsageSegment.ended_at.is_(None)
+            )
+        )
+
+    def spend_bounds(
+        self, session: Session, org_ids: Sequence[uuid.UUID], now: datetime
+    ) -> dict[uuid.UUID, tuple[int, dict[str, int]]]:
+        """For orgs with a spend limit and a running instance: (running instances, billable
+        minutes by tier this period), the inputs of a cheap upper bound on their bill."""
+        running = (
+            select(Instance.org_id, func.count().label("n"))
+            .join(Org, Org.id == Instance.org_id)
+            .where(
+                Instance.org_id.in_(sorted(org_ids)),
+                Instance.state == State.RUNNING.value,
+                Org.spend_limit_cents.is_not(None),
+            )
+            .group_by(Instance.org_id)
+        )
+        out: dict[uuid.UUID, tuple[int, dict[str, int]]] = {
+            org_id: (int(n), {}) for org_id, n in session.execute(running)
+        }
+        if not out:
+            return out
+        rows = session.execute(
+            select(QuotaTierRollup.org_id, QuotaTierRollup.tier, QuotaTierRollup.billable_minutes)
+            .join(
+                QuotaPeriod,
+                and_(
+                    QuotaPeriod.org_id == QuotaTierRollup.org_id,
+                    QuotaPeriod.period_start == QuotaTierRollup.period_start,
+                ),
+            )
+            .where(
+                QuotaTierRollup.org_id.in_(sorted(out)),
+                QuotaPeriod.period_start <= now,
+                QuotaPeriod.period_end > now,
+            )
+        )
+        for org_id, tier, billable in rows:
+            out[org_id][1][tier] = int(billable)
+        return out
 
 
 throttle_repository = ThrottleRepository()

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,7 @@ from orzbob.instances.models import Instance, Reason, State
 from orzbob.instances.repository import instance_repository
 from orzbob.instances.service import instance_service
 from orzbob.kit import metrics
+from orzbob.kit.money import minutes_cost
 from orzbob.metering.models import UsageSegment
 from orzbob.metering.service import metering_service
 from orzbob.quota.allocation import lock_periods, org_period
@@ -41,6 +43,7 @@ from orzbob.throttle.repository import throttle_repository
 # Usage a beaten org may have run since its last checkpoint, for the bulk path's prefilter
 # (a larger gap only delays the pause to the next sweep; the cut stays exact).
 BULK_MARGIN_MINUTES = 5  # also the heartbeat's prefilter
+CENT = Decimal("0.01")
 log = logging.getLogger(__name__)
 
 
@@ -186,13 +189,63 @@ class ThrottleService:
         now: datetime,
         closing: Mapping[uuid.UUID, datetime],
     ) -> dict[uuid.UUID, datetime]:
-        """The metering limiter: the latest instant each open segment may be counted to."""
+        """The metering limiter: the latest instant each open segment may be counted to.
+
+        The checkpoint asks for whole batches of orgs; only those that may be at a cap by
+        `now` get the exact computation (`_may_reach_a_cap`). A close asks for one org and
+        always gets it."""
+        if not closing:
+            orgs = self._may_reach_a_cap(session, orgs, catalog, now)
+            if not orgs:
+                return {}
         return {
             seg_id: cut.at
             for seg_id, cut in self.cuts(
                 session, orgs, catalog=catalog, now=now, closing=closing
             ).items()
         }
+
+    def _may_reach_a_cap(
+        self, session: Session, orgs: Sequence[Org], catalog: Catalog, now: datetime
+    ) -> list[Org]:
+        """The orgs of a checkpoint batch whose usage up to `now` may meet a cap: a
+        conservative prefilter (the sweep's set-based rule with a margin as wide as the
+        oldest uncounted stretch, and an upper bound on each spend-limited org's bill), so
+        an org it drops can reach no cap by `now` and needs no exact computation."""
+        ids = [o.id for o in orgs]
+        oldest = throttle_repository.oldest_counted(session, ids)
+        if oldest is None:
+            return []  # nothing open: nothing to limit
+        if oldest.astimezone(UTC).date() != now.astimezone(UTC).date():
+            return list(orgs)  # usage spans midnight: the daily cap needs two days' rollups
+        # Each running instance adds at most this many minutes (rounded up) by `now`.
+        margin = -(-int((now - oldest).total_seconds()) // 60) + 1
+        near = set(
+            throttle_repository.sweep_candidates(
+                session,
+                catalog=catalog,
+                now=now,
+                margin_minutes=margin,
+                org_ids=ids,
+                spend_limited=False,
+            )
+        )
+        by_id = {o.id: o for o in orgs}
+        for org_id, (n, billable) in throttle_repository.spend_bounds(session, ids, now).items():
+            if org_id in near:
+                continue
+            org, plan = by_id[org_id], catalog.plan(by_id[org_id].plan_id)
+            assert org.spend_limit_cents is not None
+            top = max(catalog.tier(t).hourly_rate for t in plan.tiers)
+            # Credits only lower the bill, and each tier's cost is rounded once (+1 cent).
+            bound = plan.monthly_base + sum(
+                (minutes_cost(m, catalog.tier(t).hourly_rate) + CENT for t, m in billable.items()),
+                Decimal(0),
+            )
+            bound += minutes_cost(n * margin, top) + CENT
+            if bound * 100 >= org.spend_limit_cents:
+                near.add(org_id)
+        return [o for o in orgs if o.id in near]
 
     # -- enforcement ---------------------------------------------------------------------
     def sweep_candidates(

@@ -1,0 +1,79 @@
+"""The checkpoint's limiter computes exact cuts only for orgs that may be at a cap by `now`.
+Its prefilter must be conservative: for every batch, late or not, it gives what the exact
+computation over every org gives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from orzbob.accounts.service import account_service
+from orzbob.catalog.models import Catalog
+from orzbob.catalog.service import default_catalog
+from orzbob.runtime import Runtime
+from orzbob.throttle.service import throttle_service
+from tests.conftest import OrgHandle, advance
+from tests.throttle.support import beat, start
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    # Caps within a few hours: a 1-hour free allowance, a 2-hour run, 2 instance-hours a day.
+    plans = tuple(
+        p.model_copy(
+            update={
+                "continuous_cap_hours": 2,
+                "daily_cap_instance_hours": 2,
+                "included_small_hours": min(p.included_small_hours, 1),
+            }
+        )
+        for p in default_catalog().plans
+    )
+    return default_catalog().model_copy(update={"plans": plans})
+
+
+def test_the_prefilter_drops_only_orgs_that_no_cap_can_reach(
+    runtime: Runtime, client: TestClient, make_org: Callable[..., OrgHandle]
+) -> None:
+    runtime.settings.heartbeat_timeout_seconds = 10**6
+    free = make_org(name="free")  # hard stop after 60 small-minutes
+    capped = make_org(name="capped", plan="usage-only")  # a $1.00 spend limit: 15 min
+    rich = make_org(name="rich", plan="usage-only")  # a $1,000 spend limit, never near
+    daily = make_org(name="daily", plan="base-plus-usage")  # 3 instances: 2 h in 40 min
+    idle = make_org(name="idle", plan="base-plus-usage")  # beats without activity
+    long = make_org(name="long", plan="usage-only")  # the 2-hour continuous cap
+    client.put("/v1/billing/spend-limit", headers=capped.headers, json={"amount": "1.00"})
+    client.put("/v1/billing/spend-limit", headers=rich.headers, json={"amount": "1000.00"})
+    fleet = [
+        (free, [start(client, free) for _ in range(2)]),
+        (capped, [start(client, capped, "gpu") for _ in range(2)]),
+        (rich, [start(client, rich, "medium")]),
+        (daily, [start(client, daily) for _ in range(3)]),
+        (idle, [start(client, idle)]),
+        (long, [start(client, long)]),
+    ]
+    dropped = exact_cuts = 0
+    for _ in range(40):  # 160 minutes, every instance beating every 4 minutes
+        advance(runtime, 240)
+        for org, iids in fleet:
+            for iid in iids:
+                beat(client, org, iid, active=org is not idle)
+        with runtime.session() as s:
+            orgs = [account_service.get_org(s, o.id) for o, _ in fleet]
+            # As the checkpoint would see it now, or running late (a large uncounted stretch).
+            for late in (0, 7, 45):
+                at = runtime.clock.now() + timedelta(minutes=late)
+                fast = throttle_service.limits(s, orgs, runtime.catalog, at, {})
+                cuts = throttle_service.cuts(s, orgs, catalog=runtime.catalog, now=at)
+                assert fast == {seg: cut.at for seg, cut in cuts.items()}, late
+                exact_cuts += len(cuts)
+                kept = throttle_service._may_reach_a_cap(s, orgs, runtime.catalog, at)
+                dropped += len(orgs) - len(kept)
+            s.rollback()
+    # The comparison was not vacuous: caps were met, and orgs were left out.
+    assert exact_cuts > 0 and dropped > 0
+    r = client.get("/v1/instances", headers=rich.headers).json()
+    assert [i["reason"] for i in r] == ["continuous_cap"]  # never its spend limit
