@@ -10,9 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from orzbob.accounts.models import Role
+from orzbob.accounts.service import account_service
 from orzbob.api.app import create_app
+from orzbob.polar import customers
 from orzbob.polar.client import PolarGateway, PolarUnavailable
-from orzbob.polar.customers import CustomerConflict
+from orzbob.polar.customers import CustomerConflict, customer_service
 from orzbob.polar.orchestration.customers import ensure_customer, sync_missing_customers
 from orzbob.polar.tasks import create_missing_customers
 from orzbob.runtime import Runtime
@@ -191,3 +193,19 @@ def test_checkout_needs_billing_enabled(
     org = make_org()
     r = client.post("/v1/billing/checkout", headers=org.headers, json={"plan": "base-plus-usage"})
     assert r.status_code == 409 and "Billing is not enabled" in r.json()["detail"]
+
+
+def test_orgs_with_usage_and_no_customer_are_found_past_pages_of_idle_orgs(
+    runtime: Runtime, make_org: Callable[..., OrgHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(customers, "PAGE", 2)
+    for i in range(5):
+        make_org(name=f"Idle {i}")
+    busy = sorted(make_records(runtime, 1)[0] for _ in range(3))
+    with runtime.session() as s:
+        assert customer_service.orgs_without_customer(s, limit=10) == busy
+        assert customer_service.orgs_without_customer(s, limit=2) == busy[:2]
+        account_service.get_org(s, busy[0]).polar_customer_id = "cus_1"
+        account_service.delete_org(s, busy[1], now=runtime.clock.now(), catalog=runtime.catalog)
+    with runtime.session() as s:
+        assert customer_service.orgs_without_customer(s, limit=10) == busy[2:]

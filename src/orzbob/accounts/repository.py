@@ -42,6 +42,18 @@ class AccountRepository(Repository[Org]):
             session, select(Org).where(Org.deleted_at.is_(None)), limit=limit, offset=offset
         )
 
+    def get_token(self, session: Session, token_id: uuid.UUID) -> ApiToken | None:
+        return session.get(ApiToken, token_id)
+
+    def without_polar_customer(
+        self, session: Session, *, after: uuid.UUID | None, limit: int
+    ) -> list[uuid.UUID]:
+        """Ids of live orgs that are no Polar customer yet, in id order, after `after`."""
+        stmt = select(Org.id).where(Org.polar_customer_id.is_(None), Org.deleted_at.is_(None))
+        if after is not None:
+            stmt = stmt.where(Org.id > after)
+        return list(session.scalars(stmt.order_by(Org.id).limit(limit)))
+
     def by_polar_customer(
         self, session: Session, customer_id: str, *, lock: bool = False
     ) -> Org | None:

@@ -173,7 +173,7 @@ class AccountService:
         return token, raw
 
     def revoke_token(self, session: Session, token_id: uuid.UUID, *, now: datetime) -> None:
-        token = session.get(ApiToken, token_id)
+        token = account_repository.get_token(session, token_id)
         if token is None:
             raise NotFound("Token not found.")
         token.revoked_at = now

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -27,6 +27,7 @@ from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, Reason, State
 from orzbob.instances.providers import Provider, default_provider
+from orzbob.instances.repository import instance_repository
 from orzbob.kit import metrics
 from orzbob.kit.db import on_commit
 from orzbob.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -77,10 +78,7 @@ class InstanceService:
     def get(
         self, session: Session, org_id: uuid.UUID, instance_id: uuid.UUID, *, lock: bool = False
     ) -> Instance:
-        stmt = select(Instance).where(Instance.id == instance_id, Instance.org_id == org_id)
-        if lock:
-            stmt = stmt.with_for_update(key_share=True).execution_options(populate_existing=True)
-        instance = session.scalars(stmt).one_or_none()
+        instance = instance_repository.of_org(session, org_id, instance_id, lock=lock)
         if instance is None:
             raise NotFound("Instance not found.")
         return instance
@@ -100,23 +98,14 @@ class InstanceService:
     def list(
         self, session: Session, org_id: uuid.UUID, *, state: State | None = None, limit: int = 500
     ) -> Sequence[Instance]:
-        stmt = select(Instance).where(Instance.org_id == org_id)
-        if state is not None:
-            stmt = stmt.where(Instance.state == state.value)
-        return session.scalars(stmt.order_by(Instance.id.desc()).limit(limit)).all()
+        return instance_repository.list_of_org(session, org_id, state=state, limit=limit)
 
     def running_count(self, session: Session, org_id: uuid.UUID) -> int:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(Instance)
-                .where(
-                    Instance.org_id == org_id,
-                    Instance.state.in_((State.PENDING.value, State.RUNNING.value)),
-                )
-            )
-            or 0
-        )
+        return instance_repository.count_running(session, org_id)
+
+    def has_running(self, session: Session) -> bool:
+        """Whether any org has a running instance."""
+        return instance_repository.has_running(session)
 
     # -- commands ----------------------------------------------------------------------
     def create(

@@ -7,12 +7,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
-from orzbob.instances.models import Instance, Reason, State
+from orzbob.instances.models import Reason, State
+from orzbob.instances.repository import instance_repository
 from orzbob.instances.service import instance_service
 
 
@@ -22,12 +22,7 @@ class SweepService:
     ) -> Sequence[uuid.UUID]:
         """Running instances silent for longer than `timeout`, unlocked (each is re-checked
         under its lock by `stop_if_silent`)."""
-        return session.scalars(
-            select(Instance.id)
-            .where(Instance.state == State.RUNNING.value, Instance.last_seen_at < now - timeout)
-            .order_by(Instance.id)
-            .limit(limit)
-        ).all()
+        return instance_repository.silent_ids(session, seen_before=now - timeout, limit=limit)
 
     def stop_if_silent(
         self,
@@ -43,16 +38,11 @@ class SweepService:
         transaction holds is skipped: it is being changed right now, and the next sweep sees
         what that change left."""
         # The org's plan change that fell due is applied first (org lock before instance).
-        org_id = session.scalar(select(Instance.org_id).where(Instance.id == instance_id))
+        org_id = instance_repository.org_id_of(session, instance_id)
         if org_id is None:
             return False
         instance_service.apply_due_changes(session, org_id, catalog=catalog, now=now)
-        instance = session.scalars(
-            select(Instance)
-            .where(Instance.id == instance_id)
-            .with_for_update(skip_locked=True, key_share=True)
-            .execution_options(populate_existing=True)
-        ).one_or_none()
+        instance = instance_repository.lock_if_free(session, instance_id)
         if instance is None or not instance_service.timed_out(instance, now, timeout):
             return False
         instance_service.stop_timed_out(session, instance, catalog=catalog, now=now)
@@ -66,13 +56,7 @@ class SweepService:
         instance, then every open segment, is locked before any quota period."""
         # The org's plan change that fell due is a boundary for this last usage too.
         instance_service.apply_due_changes(session, org.id, catalog=catalog, now=now)
-        instances = session.scalars(
-            select(Instance)
-            .where(Instance.org_id == org.id, Instance.state != State.STOPPED.value)
-            .order_by(Instance.id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
-        ).all()
+        instances = instance_repository.lock_unstopped(session, org.id)
         instance_service.halt_many(
             session,
             org,
@@ -82,6 +66,11 @@ class SweepService:
             now=now,
         )
         return len(instances)
+
+    def oldest_running_seen(self, session: Session) -> datetime | None:
+        """The stalest last heartbeat of the running instances: nobody times out before it
+        does."""
+        return instance_repository.oldest_running_seen(session)
 
 
 sweep_service = SweepService()

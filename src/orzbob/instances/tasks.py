@@ -3,9 +3,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import func, select
-
-from orzbob.instances.models import Instance, State
 from orzbob.instances.sweeps import sweep_service
 from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
@@ -49,8 +46,6 @@ def stop_silent_instances(runtime: Runtime) -> int | Idle:
     if stopped:
         return stopped
     with runtime.session() as session:
-        oldest = session.scalar(
-            select(func.min(Instance.last_seen_at)).where(Instance.state == State.RUNNING.value)
-        )
+        oldest = sweep_service.oldest_running_seen(session)
     # Nobody can time out before the stalest running instance does.
     return Idle(FOREVER if oldest is None else oldest + timeout)

@@ -8,15 +8,15 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
 from orzbob.accounts.repository import account_repository
 from orzbob.kit.errors import Conflict, NotFound
-from orzbob.metering.models import UsageRecord
+from orzbob.metering.repository import usage_records
 
 log = logging.getLogger(__name__)
+# Orgs without a customer are read a page at a time; a page's usage is probed in one query.
+PAGE = 200
 
 
 class CustomerConflict(Conflict):
@@ -59,16 +59,17 @@ class CustomerService:
         return customer_id
 
     def orgs_without_customer(self, session: Session, *, limit: int) -> list[uuid.UUID]:
-        """Orgs that recorded usage but are not Polar customers yet."""
-        # Still reads metering's table (docs/architecture.md, "Remaining debt").
-        has_usage = exists().where(UsageRecord.org_id == Org.id)
-        stmt = (
-            select(Org.id)
-            .where(Org.polar_customer_id.is_(None), Org.deleted_at.is_(None), has_usage)
-            .order_by(Org.id)
-            .limit(limit)
-        )
-        return list(session.scalars(stmt))
+        """Orgs that recorded usage but are not Polar customers yet, in id order."""
+        out: list[uuid.UUID] = []
+        after: uuid.UUID | None = None
+        while len(out) < limit:
+            page = account_repository.without_polar_customer(session, after=after, limit=PAGE)
+            used = usage_records.orgs_with_usage(session, page)
+            out.extend(org_id for org_id in page if org_id in used)
+            if len(page) < PAGE:
+                break
+            after = page[-1]
+        return out[:limit]
 
 
 customer_service = CustomerService()

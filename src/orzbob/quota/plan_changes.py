@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
-from orzbob.kit.db import insert_ignore
 from orzbob.kit.money import to_cents
 from orzbob.quota.allocation import lock_periods, org_period
-from orzbob.quota.models import QuotaPeriod
+from orzbob.quota.repository import quota_repository
 
 # Sign-up to now is a few hundred monthly periods at most; the bound only stops a corrupt
 # period definition from looping.
@@ -49,7 +48,7 @@ def keep_past_plans(session: Session, org: Org, at: datetime, catalog: Catalog) 
         if period.end > at:
             break
         period = org_period(org, period.end)
-    insert_ignore(session, QuotaPeriod.__table__, rows)  # type: ignore[arg-type]
+    quota_repository.insert_periods(session, rows)
 
 
 def apply_new_plan(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from orzbob.kit.db import insert_ignore
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
 
@@ -54,6 +57,28 @@ class QuotaRepository:
             select(DailyUsage.minutes).where(DailyUsage.org_id == org_id, DailyUsage.day == day)
         )
         return int(minutes or 0)
+
+    def days_minutes(
+        self, session: Session, org_ids: Iterable[uuid.UUID], first: date, last: date
+    ) -> dict[uuid.UUID, dict[date, int]]:
+        """Instance-minutes of each UTC day in [first, last] of these orgs, by org and day (an
+        org or day without usage is absent)."""
+        out: dict[uuid.UUID, dict[date, int]] = defaultdict(dict)
+        ids = sorted(set(org_ids))
+        if not ids:
+            return out
+        for org_id, day, minutes in session.execute(
+            select(DailyUsage.org_id, DailyUsage.day, DailyUsage.minutes).where(
+                DailyUsage.org_id.in_(ids), DailyUsage.day >= first, DailyUsage.day <= last
+            )
+        ):
+            out[org_id][day] = int(minutes)
+        return out
+
+    def insert_periods(self, session: Session, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert period rows, leaving alone (neither changed nor locked) those that exist;
+        returns how many were inserted."""
+        return insert_ignore(session, QuotaPeriod.__table__, rows)  # type: ignore[arg-type]
 
     def recorded_bases(
         self, session: Session, org_id: uuid.UUID, *, ending_after: datetime, before: datetime

@@ -1,11 +1,14 @@
-"""Every query of the throttle domain."""
+"""The throttle's read model: the set-based reads its cap checks make across the tables of
+instances, metering (open segments), quota (periods, daily rollups) and accounts (plans,
+spend limits). Read-only; locks and per-domain reads go through the owning domain
+(docs/architecture.md, "Repositories")."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import BindParameter, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
@@ -64,50 +67,6 @@ class ThrottleRepository:
         for seg, inst in rows:
             out[seg.org_id].append((seg, inst))
         return out
-
-    def day_usage(
-        self, session: Session, org_ids: Iterable[uuid.UUID], first: date, last: date
-    ) -> dict[uuid.UUID, dict[date, int]]:
-        out: dict[uuid.UUID, dict[date, int]] = defaultdict(dict)
-        ids = sorted(set(org_ids))
-        if not ids:
-            return out
-        for org_id, day, minutes in session.execute(
-            select(DailyUsage.org_id, DailyUsage.day, DailyUsage.minutes).where(
-                DailyUsage.org_id.in_(ids), DailyUsage.day >= first, DailyUsage.day <= last
-            )
-        ):
-            out[org_id][day] = int(minutes)
-        return out
-
-    def lock_running(
-        self, session: Session, org_id: uuid.UUID
-    ) -> Sequence[tuple[Instance, UsageSegment]]:
-        """Lock the org's running instances (skipping any another transaction holds), then
-        their open segments: the global lock order is instance → segment → quota period."""
-        instances = session.scalars(
-            select(Instance)
-            .where(Instance.org_id == org_id, Instance.state == State.RUNNING.value)
-            .order_by(Instance.id)
-            .with_for_update(skip_locked=True, key_share=True)
-            .execution_options(populate_existing=True)
-        ).all()
-        if not instances:
-            return []
-        segments = {
-            s.instance_id: s
-            for s in session.scalars(
-                select(UsageSegment)
-                .where(
-                    UsageSegment.instance_id.in_([i.id for i in instances]),
-                    UsageSegment.ended_at.is_(None),
-                )
-                .order_by(UsageSegment.id)
-                .with_for_update(key_share=True)
-                .execution_options(populate_existing=True)
-            )
-        }
-        return [(i, segments[i.id]) for i in instances if i.id in segments]
 
     def sweep_candidates(
         self,
@@ -234,21 +193,6 @@ class ThrottleRepository:
         for org_id, tier, billable in rows:
             out[org_id][1][tier] = int(billable)
         return out
-
-    def has_running(self, session: Session) -> bool:
-        return (
-            session.scalar(
-                select(Instance.id).where(Instance.state == State.RUNNING.value).limit(1)
-            )
-            is not None
-        )
-
-    def running_instances(self, session: Session, org_id: uuid.UUID) -> Sequence[Instance]:
-        return session.scalars(
-            select(Instance)
-            .where(Instance.org_id == org_id, Instance.state == State.RUNNING.value)
-            .order_by(Instance.id)
-        ).all()
 
 
 throttle_repository = ThrottleRepository()

@@ -28,12 +28,14 @@ from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog, Plan
 from orzbob.instances.models import Instance, Reason, State
+from orzbob.instances.repository import instance_repository
 from orzbob.instances.service import instance_service
 from orzbob.kit import metrics
 from orzbob.kit.money import minutes_cost
 from orzbob.metering.models import UsageSegment
 from orzbob.metering.service import metering_service
 from orzbob.quota.allocation import lock_periods, org_period
+from orzbob.quota.repository import quota_repository
 from orzbob.quota.service import QuotaStatus, quota_service
 from orzbob.throttle.caps import Cap, Cut, OrgBudget, Run, SpendBudget, org_cut
 from orzbob.throttle.repository import throttle_repository
@@ -126,7 +128,7 @@ class ThrottleService:
                 o.id: {today: statuses[o.id].today_minutes} for o in orgs
             }
         else:
-            days = throttle_repository.day_usage(session, [o.id for o in orgs], first, last)
+            days = quota_repository.days_minutes(session, [o.id for o in orgs], first, last)
         out: dict[uuid.UUID, OrgBudget] = {}
         for org in orgs:
             plan = catalog.plan(org.plan_id)
@@ -260,6 +262,14 @@ class ThrottleService:
         return [o for o in orgs if o.id in near]
 
     # -- enforcement ---------------------------------------------------------------------
+    def sweep_candidates(
+        self, session: Session, *, catalog: Catalog, now: datetime, margin_minutes: int
+    ) -> list[uuid.UUID]:
+        """Orgs with a running instance that a cap may stop now, in one set-based query."""
+        return throttle_repository.sweep_candidates(
+            session, catalog=catalog, now=now, margin_minutes=margin_minutes
+        )
+
     def enforce(
         self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
     ) -> list[Instance]:
@@ -269,7 +279,13 @@ class ThrottleService:
         # and the usage closed here is split at the change (org lock before instances).
         instance_service.apply_due_changes(session, org_id, catalog=catalog, now=now)
         org = account_service.get_org(session, org_id)
-        locked = throttle_repository.lock_running(session, org.id)
+        # Lock order: the running instances (skipping any another transaction holds), then
+        # their open segments, before `cuts` locks the quota period.
+        instances = instance_repository.lock_running(session, org.id)
+        if not instances:
+            return []
+        segments = metering_service.open_segments_of(session, [i.id for i in instances])
+        locked = [(i, segments[i.id]) for i in instances if i.id in segments]
         if not locked:
             return []
         by_segment = {seg.id: inst for inst, seg in locked}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
+from orzbob.instances.service import instance_service
 from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
 from orzbob.runtime import Runtime
-from orzbob.throttle.repository import throttle_repository
 from orzbob.throttle.service import throttle_service
 
 
@@ -20,9 +20,9 @@ def sweep_caps(runtime: Runtime) -> int | Idle:
     # just before the sweep, so at most one sweep interval (rounded up) plus one minute.
     margin = -(-runtime.settings.sweep_interval_seconds // 60) + 1
     with runtime.read_session() as session:
-        if not throttle_repository.has_running(session):
+        if not instance_service.has_running(session):
             return Idle(FOREVER)  # only a start (which wakes every job) changes that
-        candidates = throttle_repository.sweep_candidates(
+        candidates = throttle_service.sweep_candidates(
             session, catalog=runtime.catalog, now=now, margin_minutes=margin
         )
     paused = len(
