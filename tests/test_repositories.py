@@ -1,6 +1,7 @@
 """Each domain's repository queries its own tables only (docs/architecture.md, "Repositories"):
-another domain's rows are read through that domain's repository or service. The throttle's
-repository is the one read-only cross-domain read model, and says so."""
+another domain's rows are read through that domain's repository or service. Two read-only
+read models read the tables of the domains they compose, and say so: the throttle's (the cap
+sweep and prefilters) and the billing read model's (GET /v1/billing)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import orzbob
 SRC = Path(orzbob.__file__).parent
 # The catalog is data loaded at start-up, not a table: any domain may read it.
 SHARED = {"catalog"}
-READ_MODELS = {"throttle"}
+READ_MODELS = {"billing", "throttle"}
 
 
 def foreign_models(path: Path) -> set[str]:
@@ -42,6 +43,15 @@ def test_the_throttle_read_model_reaches_no_further_than_it_does() -> None:
     assert foreign_models(SRC / "throttle" / "repository.py") == {
         "accounts",
         "instances",
+        "metering",
+        "quota",
+    }
+
+
+def test_the_billing_read_model_reaches_no_further_than_it_does() -> None:
+    assert foreign_models(SRC / "billing" / "repository.py") == {
+        "alerts",
+        "credits",
         "metering",
         "quota",
     }
