@@ -92,3 +92,19 @@ def test_login_saves_credentials(
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
     listed = run_orz(["cloud", "list", "--json"], env=env)
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def test_orz_login_at_the_top_level_saves_credentials(
+    api_url: str, make_org: Callable[..., OrgHandle], tmp_path: Path
+) -> None:
+    """`orz login` is `orz cloud login` at the top level (the README's first steps)."""
+    org = make_org("Toplevel")
+    env = {k: v for k, v in os.environ.items() if k not in ("ORZ_TOKEN", "ORZ_API_URL")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path)
+    login = run_orz(["login", "--api-url", api_url, "--token", org.token], env=env)
+    assert login.returncode == 0 and "Toplevel" in login.stdout, login.stderr
+    listed = run_orz(["cloud", "list", "--json"], env=env)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    env["ORZ_API_URL"] = api_url
+    again = run_orz(["login", "--token", org.token], env=env)
+    assert again.returncode == 0 and "Toplevel" in again.stdout, again.stderr

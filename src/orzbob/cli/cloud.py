@@ -58,9 +58,14 @@ def _show(instance: dict[str, Any], json_out: bool, verb: str | None = None) -> 
 def login(
     ctx: typer.Context,
     token: Annotated[str, typer.Option("--token", prompt=True, hide_input=True)],
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Orzbob API URL (env ORZ_API_URL).")
+    ] = None,
 ) -> None:
     """Save an API token (and the API URL) for later commands."""
-    client = _client(ctx)
+    # `orz cloud login` has its client from the group's options; `orz login` has no group.
+    group = ctx.obj if isinstance(ctx.obj, ApiClient) else None
+    client = ApiClient.resolve(api_url or (group.api_url if group else None), token)
     client.token = token
     org = client.json("GET", "/v1/orgs/me")
     path = save_credentials(client.api_url, token)
