@@ -15,7 +15,7 @@ from orzbob.catalog.models import Catalog
 from orzbob.catalog.service import default_catalog
 from orzbob.runtime import Runtime
 from orzbob.throttle.service import throttle_service
-from tests.conftest import OrgHandle, advance
+from tests.conftest import T0, OrgHandle, advance
 from tests.throttle.support import beat, start
 
 
@@ -45,6 +45,13 @@ def test_the_prefilter_drops_only_orgs_that_no_cap_can_reach(
     daily = make_org(name="daily", plan="base-plus-usage")  # 3 instances: 2 h in 40 min
     idle = make_org(name="idle", plan="base-plus-usage")  # beats without activity
     long = make_org(name="long", plan="usage-only")  # the 2-hour continuous cap
+    # A gpu instance keeps running after its org moves to the free tier (small only): the
+    # allowance runs out at the gpu's weight, not at the plan's tiers' weights.
+    downgraded = make_org(name="downgraded", plan="base-plus-usage")
+    gpu = start(client, downgraded, "gpu")
+    with runtime.session() as s:
+        row = account_service.get_org(s, downgraded.id, lock=True)
+        account_service.set_plan(s, row, "free-tier", catalog=runtime.catalog, at=T0)
     client.put("/v1/billing/spend-limit", headers=capped.headers, json={"amount": "1.00"})
     client.put("/v1/billing/spend-limit", headers=rich.headers, json={"amount": "1000.00"})
     fleet = [
@@ -54,6 +61,7 @@ def test_the_prefilter_drops_only_orgs_that_no_cap_can_reach(
         (daily, [start(client, daily) for _ in range(3)]),
         (idle, [start(client, idle)]),
         (long, [start(client, long)]),
+        (downgraded, [gpu]),
     ]
     dropped = exact_cuts = 0
     for _ in range(40):  # 160 minutes, every instance beating every 4 minutes

@@ -102,7 +102,9 @@ class ThrottleRepository:
         today = func.coalesce(DailyUsage.minutes, 0)
         per_plan = []
         for plan in catalog.plans:
-            heaviest = max(catalog.tier(t).small_hour_weight for t in plan.tiers)
+            # Any tier, not just the plan's: an instance started under an earlier plan may
+            # still run.
+            heaviest = max(t.small_hour_weight for t in catalog.tiers)
             reasons = [
                 running.c.active <= now - timedelta(minutes=plan.idle_timeout_minutes),
                 running.c.started <= now - timedelta(hours=plan.continuous_cap_hours),

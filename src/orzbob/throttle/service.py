@@ -250,7 +250,8 @@ class ThrottleService:
                 continue
             org, plan = by_id[org_id], catalog.plan(by_id[org_id].plan_id)
             assert org.spend_limit_cents is not None
-            top = max(catalog.tier(t).hourly_rate for t in plan.tiers)
+            # Any tier: an instance started under an earlier plan may still run.
+            top = max(t.hourly_rate for t in catalog.tiers)
             # Credits only lower the bill, and each tier's cost is rounded once (+1 cent).
             bound = plan.monthly_base + sum(
                 (minutes_cost(m, catalog.tier(t).hourly_rate) + CENT for t, m in billable.items()),
@@ -378,7 +379,7 @@ class ThrottleService:
         margin = n * BULK_MARGIN_MINUTES
         if today + margin >= plan.daily_cap_instance_hours * 60:
             return True
-        heaviest = max(catalog.tier(t).small_hour_weight for t in plan.tiers)
+        heaviest = max(t.small_hour_weight for t in catalog.tiers)  # any tier, as the sweep
         return (
             plan.after_allowance == "hard_stop"
             and plan.included_small_minutes > 0
