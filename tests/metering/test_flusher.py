@@ -197,11 +197,13 @@ def test_two_flusher_processes_never_send_a_record_twice(
     n = max(1000, int(5000 * soak_scale()))
     org_id, _ = make_records(runtime, n)
     with local_polar(tmp_path) as url, control(url) as c:
+        # Slow enough that one process alone needs seconds (batches of 50, two in flight,
+        # 400 ms each): the other has started long before, however loaded the machine.
         c.post(
             "/faults",
-            json={"kind": "latency", "latency_ms": 20, "path_prefix": "/v1/events/ingest"},
+            json={"kind": "latency", "latency_ms": 400, "path_prefix": "/v1/events/ingest"},
         )
-        procs = [_flusher_process(db_url, url, "--batch-size", "100") for _ in range(2)]
+        procs = [_flusher_process(db_url, url, "--batch-size", "50") for _ in range(2)]
         outputs = [p.communicate(timeout=120)[0] for p in procs]
         stats = server_stats(url, org_id)
     assert all(p.returncode == 0 for p in procs), outputs
