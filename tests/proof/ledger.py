@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from orzbob.accounts.models import Org
 from orzbob.alerts.models import THRESHOLDS, AlertKind, AlertState, BudgetAlert
 from orzbob.config import Settings
+from orzbob.hooks import install_hooks
 from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, State
 from orzbob.kit.money import to_cents
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
@@ -107,6 +108,9 @@ def totals(
     """`mail_ids`: the Message-ID of every alert e-mail received; `in_flight`: per Message-ID,
     how many killed processes died while sending it (each may explain one more copy)."""
     settings = Settings(_env_file=None, database_url=db_url, env="test")  # type: ignore[call-arg]
+    # The quota status below needs the credits provider; `make proof` runs this outside
+    # pytest, where no fixture installs the hooks.
+    install_hooks()
     runtime = Runtime.create(settings)
     try:
         with runtime.session() as s:
