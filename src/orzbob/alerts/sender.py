@@ -27,11 +27,10 @@ import logging
 import os
 import random
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -49,6 +48,7 @@ from orzbob.config import Settings
 from orzbob.kit import metrics
 from orzbob.kit.clock import Clock
 from orzbob.kit.db import on_commit, session_scope
+from orzbob.kit.leases import renewing
 
 log = logging.getLogger(__name__)
 
@@ -176,29 +176,16 @@ class AlertSender:
             alert.id, alert.generation, alert.kind, alert.attempts, list(alert.recipients), msg
         )
 
-    @contextmanager
-    def _renewing(self, ids: list[uuid.UUID]) -> Iterator[None]:
+    def _renewing(self, ids: list[uuid.UUID]) -> AbstractContextManager[None]:
         """Keep the batch's leases alive while it is in flight (a slow or stalling server)."""
-        stop = threading.Event()
-        every = max(0.05, self.lease.total_seconds() / 3)
 
         def renew() -> None:
-            while not stop.wait(every):
-                try:
-                    with session_scope(self.sessions) as s:
-                        alert_repository.renew_claims(
-                            s, ids, worker=self.worker_id, until=datetime.now(UTC) + self.lease
-                        )
-                except Exception:  # the database is briefly away: try again next time
-                    log.warning("could not renew the alert sender's lease", exc_info=True)
+            with session_scope(self.sessions) as s:
+                alert_repository.renew_claims(
+                    s, ids, worker=self.worker_id, until=datetime.now(UTC) + self.lease
+                )
 
-        thread = threading.Thread(target=renew, name="alert-lease", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        return renewing(renew, self.lease, name="alert sender")
 
     # -- talking SMTP --------------------------------------------------------------------
     def _client(self) -> aiosmtplib.SMTP:

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.kit import metrics
 from orzbob.kit.db import dialect_name, session_scope
+from orzbob.kit.leases import renewing
 from orzbob.metering.models import RecordState, UsageRecord
 from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
 
@@ -230,26 +231,9 @@ class Flusher:
             ).all()
         return [(r.id, polar_event(r)) for r in sorted(rows, key=lambda r: r.id)]
 
-    @contextmanager
-    def _renewing(self, ids: list[uuid.UUID]) -> Iterator[None]:
+    def _renewing(self, ids: list[uuid.UUID]) -> AbstractContextManager[None]:
         """Keep the batch's lease alive while it is in flight (retries included)."""
-        stop = threading.Event()
-        every = max(0.05, self.lease.total_seconds() / 3)
-
-        def renew() -> None:
-            while not stop.wait(every):
-                try:
-                    self._extend(ids)
-                except Exception:  # the database is briefly away: try again next time
-                    log.warning("could not renew the flusher lease", exc_info=True)
-
-        thread = threading.Thread(target=renew, name="flusher-lease", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        return renewing(lambda: self._extend(ids), self.lease, name="flusher")
 
     def _extend(self, ids: list[uuid.UUID]) -> None:
         with self._tx() as s:
