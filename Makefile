@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test bench fmt lint install clean browser web-test verify wrk proof
 CHROMIUM ?= /usr/bin/chromium
+# pytest-xdist workers for `make test` (auto: one per core; 0 runs the suite in one process).
+TEST_WORKERS ?= auto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +36,7 @@ test: install browser web-test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The seed's verification scripts: each runs its part's tests and a short smoke run against a
 # started service. On demand (not part of `make test`); every script runs, failures are listed.

@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Role
@@ -29,6 +31,11 @@ from orzbob.runtime import Runtime
 
 T0 = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
+# pytest-xdist gives its workers COLUMNS=80, and a Rich console reads COLUMNS once, when it is
+# created (the CLI's, at import): tables would stay 80 columns wide even in a test that sets
+# its own width.
+os.environ.pop("COLUMNS", None)
+
 
 def soak_scale() -> float:
     """Long fault and soak tests shrink by this factor in CI (ORZBOB_SOAK_SCALE)."""
@@ -44,12 +51,39 @@ def _installed_hooks() -> None:
 
 
 @pytest.fixture(scope="session")
-def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLite in the session's temporary folder (one per xdist worker), or the PostgreSQL
+    database TEST_DATABASE_URL names; an xdist worker gets its own database beside it, so
+    workers never truncate each other's tables."""
     url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return url
-    path: Path = tmp_path_factory.mktemp("db") / "test.db"
-    return f"sqlite:///{path}"
+    if not url:
+        path: Path = tmp_path_factory.mktemp("db") / "test.db"
+        yield f"sqlite:///{path}"
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        yield url
+        return
+    with worker_database(url, worker) as own:
+        yield own
+
+
+@contextmanager
+def worker_database(url: str, worker: str) -> Iterator[str]:
+    """A PostgreSQL database for one xdist worker, named after the given one (created afresh,
+    dropped at the end of the session)."""
+    given = make_url(url)
+    name = f"{given.database}_{worker}"
+    admin = given.set(drivername="postgresql", database="postgres")
+    plain = admin.render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield given.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
