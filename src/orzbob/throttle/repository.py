@@ -5,18 +5,20 @@ spend limits). Read-only; locks and per-domain reads go through the owning domai
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import BindParameter, and_, bindparam, func, or_, select
+from sqlalchemy import BindParameter, Integer, Select, and_, any_, bindparam, func, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance, State
-from orzbob.kit.db import one_of
+from orzbob.kit.db import dialect_name
 from orzbob.metering.models import UsageSegment
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
@@ -53,6 +55,72 @@ _ORG_SNAPSHOT = select(
 )
 
 
+@functools.lru_cache(maxsize=32)
+def _sweep_statement(
+    catalog: Catalog, scoped: bool, spend_limited: bool, postgres: bool
+) -> Select[tuple[uuid.UUID]]:
+    """The sweep's candidate query for one catalog, built once: every value that changes
+    with the clock is a bound parameter (`now`, `today`, `margin`, and each plan's idle and
+    continuous-run thresholds as `idle_<i>`, `run_<i>`), so a sweep or a checkpoint batch
+    pays no statement construction. `scoped` limits it to `org_ids`."""
+    grouped = (
+        select(
+            Instance.org_id.label("org_id"),
+            func.count().label("n"),
+            func.min(Instance.last_active_at).label("active"),
+            func.min(Instance.run_started_at).label("started"),
+        )
+        .where(Instance.state == State.RUNNING.value)
+        .group_by(Instance.org_id)
+    )
+    if scoped:
+        grouped = grouped.where(
+            Instance.org_id == any_(bindparam("org_ids", type_=ARRAY(Instance.org_id.type)))
+            if postgres
+            else Instance.org_id.in_(bindparam("org_ids", expanding=True))
+        )
+    running = grouped.subquery()
+    now = bindparam("now", type_=QuotaPeriod.period_start.type)
+    margin = bindparam("margin", type_=Integer())
+    used = func.coalesce(QuotaPeriod.used_small_minutes, 0)
+    today = func.coalesce(DailyUsage.minutes, 0)
+    # Any tier, not just the plan's: an instance started under an earlier plan may still run.
+    heaviest = max(t.small_hour_weight for t in catalog.tiers)
+    per_plan = []
+    for i, plan in enumerate(catalog.plans):
+        reasons = [
+            running.c.active <= bindparam(f"idle_{i}", type_=Instance.last_active_at.type),
+            running.c.started <= bindparam(f"run_{i}", type_=Instance.run_started_at.type),
+            today + running.c.n * margin >= plan.daily_cap_instance_hours * 60,
+        ]
+        if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
+            reasons.append(used + running.c.n * heaviest * margin >= plan.included_small_minutes)
+        per_plan.append(and_(Org.plan_id == plan.id, or_(*reasons)))
+    return (
+        select(running.c.org_id)
+        .join(Org, Org.id == running.c.org_id)
+        .outerjoin(
+            QuotaPeriod,
+            and_(
+                QuotaPeriod.org_id == running.c.org_id,
+                QuotaPeriod.period_start <= now,
+                QuotaPeriod.period_end > now,
+            ),
+        )
+        .outerjoin(
+            DailyUsage,
+            and_(
+                DailyUsage.org_id == running.c.org_id,
+                DailyUsage.day == bindparam("today", type_=DailyUsage.day.type),
+            ),
+        )
+        .where(
+            or_(Org.spend_limit_cents.is_not(None), *per_plan) if spend_limited else or_(*per_plan)
+        )
+        .order_by(running.c.org_id)
+    )
+
+
 class ThrottleRepository:
     def open_runs(
         self, session: Session, org_ids: Iterable[uuid.UUID]
@@ -85,59 +153,19 @@ class ThrottleRepository:
         instance could add, with the budgets. Every org with a spend limit is included
         unless `spend_limited` is false (the caller then bounds their spend itself, see
         `spend_bounds`). The exact moment is computed per org after."""
-        grouped = (
-            select(
-                Instance.org_id.label("org_id"),
-                func.count().label("n"),
-                func.min(Instance.last_active_at).label("active"),
-                func.min(Instance.run_started_at).label("started"),
-            )
-            .where(Instance.state == State.RUNNING.value)
-            .group_by(Instance.org_id)
-        )
+        postgres = dialect_name(session) == "postgresql"
+        stmt = _sweep_statement(catalog, org_ids is not None, spend_limited, postgres)
+        params: dict[str, object] = {
+            "now": now,
+            "today": now.date(),
+            "margin": margin_minutes,
+        }
+        for i, plan in enumerate(catalog.plans):
+            params[f"idle_{i}"] = now - timedelta(minutes=plan.idle_timeout_minutes)
+            params[f"run_{i}"] = now - timedelta(hours=plan.continuous_cap_hours)
         if org_ids is not None:
-            grouped = grouped.where(one_of(session, Instance.org_id, org_ids))
-        running = grouped.subquery()
-        used = func.coalesce(QuotaPeriod.used_small_minutes, 0)
-        today = func.coalesce(DailyUsage.minutes, 0)
-        per_plan = []
-        for plan in catalog.plans:
-            # Any tier, not just the plan's: an instance started under an earlier plan may
-            # still run.
-            heaviest = max(t.small_hour_weight for t in catalog.tiers)
-            reasons = [
-                running.c.active <= now - timedelta(minutes=plan.idle_timeout_minutes),
-                running.c.started <= now - timedelta(hours=plan.continuous_cap_hours),
-                today + running.c.n * margin_minutes >= plan.daily_cap_instance_hours * 60,
-            ]
-            if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
-                reasons.append(
-                    used + running.c.n * heaviest * margin_minutes >= plan.included_small_minutes
-                )
-            per_plan.append(and_(Org.plan_id == plan.id, or_(*reasons)))
-        stmt = (
-            select(running.c.org_id)
-            .join(Org, Org.id == running.c.org_id)
-            .outerjoin(
-                QuotaPeriod,
-                and_(
-                    QuotaPeriod.org_id == running.c.org_id,
-                    QuotaPeriod.period_start <= now,
-                    QuotaPeriod.period_end > now,
-                ),
-            )
-            .outerjoin(
-                DailyUsage,
-                and_(DailyUsage.org_id == running.c.org_id, DailyUsage.day == now.date()),
-            )
-            .where(
-                or_(Org.spend_limit_cents.is_not(None), *per_plan)
-                if spend_limited
-                else or_(*per_plan)
-            )
-            .order_by(running.c.org_id)
-        )
-        return list(dict.fromkeys(session.scalars(stmt)))
+            params["org_ids"] = list(org_ids)
+        return list(dict.fromkeys(session.scalars(stmt, params)))
 
     def org_snapshot(
         self, session: Session, org_id: uuid.UUID, now: datetime
