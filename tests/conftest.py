@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import account_service
+from orzbob.alerts.local_sink import SinkServer
 from orzbob.api.app import create_app
 from orzbob.catalog.models import Catalog
 from orzbob.catalog.service import default_catalog
@@ -111,6 +112,13 @@ def truncate_all(engine: Engine) -> None:
         else:
             for name in tables:
                 conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def smtp() -> Iterator[SinkServer]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
+    with SinkServer() as server:
+        yield server
 
 
 @pytest.fixture

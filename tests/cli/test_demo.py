@@ -4,7 +4,6 @@ made by real API calls and clock advances."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,11 +15,10 @@ from tests.cli.conftest import Invoke
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Iterator[Settings]:
+def settings(settings: Settings, smtp: SinkServer) -> Settings:
     """A mail sink, as `orz dev` runs one: the alerts the demo raises are delivered once,
     not retried against a closed port at every clock step."""
-    with SinkServer() as sink:
-        yield settings.model_copy(update={"smtp_port": sink.port})
+    return settings.model_copy(update={"smtp_port": smtp.port})
 
 
 def test_demo_seeds_five_states_through_the_api(

@@ -23,7 +23,6 @@ from orzbob.api.app import create_app
 from orzbob.cli.main import app as orz
 from orzbob.credits.models import CreditGrant
 from orzbob.credits.service import ROLE_LIMITS_CENTS
-from orzbob.hooks import install_hooks
 from orzbob.runtime import Runtime
 from tests.docs.runbook_commands import orz_commands, sql_statements
 from tests.metering.polar_support import TOKEN, flusher_for, local_polar, make_records
@@ -59,7 +58,6 @@ def service(runtime: Runtime, db_url: str, tmp_path: Path) -> Iterator[Service]:
     """A customer org with usage at Polar, a paused instance, a failed credit and staff."""
     with local_polar(tmp_path, accept_future_timestamps=True) as polar:
         use_billing(runtime, polar)
-        install_hooks()  # usage raises alerts, as in the service
         org_id, _ = make_records(runtime, 3, plan="base-plus-usage")
         # 4 gpu hours: 50 % of the allowance, so there is a budget alert to resend.
         Meter(runtime, org_id).use("gpu", runtime.clock.now() - timedelta(hours=5), 240)

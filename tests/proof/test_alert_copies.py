@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orzbob.alerts.local_sink import SinkServer
 from orzbob.config import Settings
-from orzbob.hooks import install_hooks
 from orzbob.runtime import Runtime
 from tests.alerts.support import PERIOD_START, alerts, mails, send
 from tests.conftest import OrgHandle
@@ -21,17 +20,6 @@ from tests.polar_local.polar_local_support import wait_for
 from tests.proof.ledger import count_copies
 from tests.proof.processes import Proc, sends_in_flight
 from tests.quota.usage import Meter
-
-
-@pytest.fixture(autouse=True)
-def _hooks() -> None:
-    install_hooks()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SinkServer]:
-    with SinkServer() as server:
-        yield server
 
 
 @pytest.fixture
