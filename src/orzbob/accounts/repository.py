@@ -4,11 +4,18 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import ApiToken, Org
 from orzbob.kit.repository import Repository
+
+# Built once: authentication runs on every request whose token the cache does not know.
+_TOKEN_WITH_ORG = (
+    select(ApiToken.id, ApiToken.role, ApiToken.org_id, ApiToken.revoked_at, Org)
+    .outerjoin(Org, Org.id == ApiToken.org_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
 
 
 class AccountRepository(Repository[Org]):
@@ -69,18 +76,14 @@ class AccountRepository(Repository[Org]):
         return session.scalars(stmt).one_or_none()
 
     def token_with_org(self, session: Session, token_hash: str) -> Any:
-        """The token and whether its org is deleted, in one query."""
-        return session.execute(
-            select(
-                ApiToken.id,
-                ApiToken.role,
-                ApiToken.org_id,
-                ApiToken.revoked_at,
-                Org.deleted_at.is_not(None).label("org_deleted"),
-            )
-            .outerjoin(Org, Org.id == ApiToken.org_id)
-            .where(ApiToken.token_hash == token_hash)
-        ).one_or_none()
+        """The token with its org (None for a staff token), in one prebuilt query. The org is
+        loaded as an entity, so the request's later reads of it (`get_org` by primary key)
+        find it in the session's identity map and cost no second round trip."""
+        row = session.execute(_TOKEN_WITH_ORG, {"token_hash": token_hash}).one_or_none()
+        if row is not None and row.Org is not None:
+            # The identity map holds objects weakly: keep the org alive for the transaction.
+            session.info.setdefault("loaded", []).append(row.Org)
+        return row
 
 
 account_repository = AccountRepository()

@@ -194,7 +194,7 @@ class AccountService:
         row = account_repository.token_with_org(session, token_hash)
         if row is None or row.revoked_at is not None:
             raise Unauthorized("The API token is unknown or has been revoked.")
-        if row.org_id is not None and row.org_deleted:
+        if row.org_id is not None and (row.Org is None or row.Org.deleted_at is not None):
             raise Unauthorized("The organization of this API token no longer exists.")
         principal = Principal(token_id=row.id, role=Role(row.role), org_id=row.org_id)
         token_cache.put(token_hash, principal, token_id=row.id, org_id=row.org_id)
