@@ -82,5 +82,9 @@ class AccountRepository(Repository[Org]):
             .where(ApiToken.token_hash == token_hash)
         ).one_or_none()
 
+    def get_orgs(self, session: Session, org_ids: Sequence[uuid.UUID]) -> Sequence[Org]:
+        """The org rows with these ids, deleted or not (unordered; an unknown id is absent)."""
+        return session.scalars(select(Org).where(Org.id.in_(org_ids))).all()
+
 
 account_repository = AccountRepository()
