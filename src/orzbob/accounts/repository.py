@@ -85,5 +85,9 @@ class AccountRepository(Repository[Org]):
             session.info.setdefault("loaded", []).append(row.Org)
         return row
 
+    def get_orgs(self, session: Session, org_ids: Sequence[uuid.UUID]) -> Sequence[Org]:
+        """The org rows with these ids, deleted or not (unordered; an unknown id is absent)."""
+        return session.scalars(select(Org).where(Org.id.in_(org_ids))).all()
+
 
 account_repository = AccountRepository()

@@ -7,13 +7,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from sqlalchemy import func, select
 
 from orzbob.accounts.service import account_service
 from orzbob.api.deps import NowDep, OrgPrincipalDep, SessionDep
 from orzbob.kit.errors import Unprocessable
-from orzbob.metering.models import UsageRecord
 from orzbob.metering.schemas import UsageExport, UsageRecordOut
+from orzbob.metering.service import metering_service
 from orzbob.quota.allocation import org_period
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
@@ -59,20 +58,10 @@ def export_usage(
     start, end = from_ or period.start, to or period.end
     if end <= start:
         raise Unprocessable("'to' must be after 'from'.")
-    where = (
-        UsageRecord.org_id == org.id,
-        UsageRecord.interval_end > start,
-        UsageRecord.interval_end <= end,
-    )
-    count = session.scalar(select(func.count()).select_from(UsageRecord).where(*where)) or 0
-    if count > MAX_EXPORT:
-        raise Unprocessable(
-            f"{count} records match; narrow the range to at most {MAX_EXPORT} records."
-        )
     records = [
         UsageRecordOut.model_validate(r)
-        for r in session.scalars(
-            select(UsageRecord).where(*where).order_by(UsageRecord.interval_end, UsageRecord.id)
+        for r in metering_service.export_records(
+            session, org.id, after=start, upto=end, max_records=MAX_EXPORT
         )
     ]
     if format == "csv":

@@ -27,25 +27,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Table,
-    Uuid,
-    any_,
-    bindparam,
-    func,
-    or_,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.kit import metrics
-from orzbob.kit.db import dialect_name, session_scope
+from orzbob.kit.db import session_scope
 from orzbob.kit.leases import renewing
-from orzbob.metering.models import RecordState, UsageRecord
+from orzbob.metering.models import RecordState
+from orzbob.metering.repository import usage_records
 from orzbob.polar.client import PolarGateway, PolarRejected, PolarUnavailable
 
 log = logging.getLogger(__name__)
@@ -53,22 +41,9 @@ log = logging.getLogger(__name__)
 EVENT_NAME = "orzbob.compute"
 
 
-# What the flusher reads of a record to ship it (the claim returns these columns).
-_EVENT_COLUMNS = (
-    UsageRecord.id,
-    UsageRecord.org_id,
-    UsageRecord.instance_id,
-    UsageRecord.tier,
-    UsageRecord.minutes,
-    UsageRecord.billable_minutes,
-    UsageRecord.small_minutes,
-    UsageRecord.interval_end,
-    UsageRecord.period_start,
-)
-
-
 def polar_event(record: Any) -> dict[str, Any]:
-    """The Polar event of a usage record (a `UsageRecord` or a row of `_EVENT_COLUMNS`)."""
+    """The Polar event of a usage record (a `UsageRecord` or a row of the repository's
+    `EVENT_COLUMNS`, which the claim returns)."""
     record_id = str(record.id)
     return {
         "name": EVENT_NAME,
@@ -87,13 +62,6 @@ def polar_event(record: Any) -> dict[str, Any]:
             "period_start": record.period_start.isoformat(),
         },
     }
-
-
-def _ids_in(ids: list[uuid.UUID], dialect: str) -> ColumnElement[bool]:
-    # On PostgreSQL one array parameter (`= ANY`), not a thousand placeholders to parse.
-    if dialect == "postgresql":
-        return UsageRecord.id == any_(bindparam("ids", ids, type_=postgresql.ARRAY(Uuid())))
-    return UsageRecord.id.in_(ids)
 
 
 @dataclass
@@ -202,8 +170,7 @@ class Flusher:
         which is safe by design (a lost lease lapses or is reclaimed, a lost mark resends
         records that Polar drops by `external_id`)."""
         with session_scope(self.sessions) as s:
-            if dialect_name(s) == "postgresql":
-                s.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            usage_records.commit_without_flush_wait(s)
             yield s
 
     def _claim(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
@@ -211,24 +178,14 @@ class Flusher:
         records (picked `FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent flushers
         never pick the same ones) that returns what their events need."""
         now = datetime.now(UTC)
-        table: Table = UsageRecord.__table__  # type: ignore[assignment]
-        picked = (
-            select(UsageRecord.id)
-            .where(
-                UsageRecord.state == RecordState.PENDING.value,
-                or_(UsageRecord.claim_expires_at.is_(None), UsageRecord.claim_expires_at < now),
-            )
-            .order_by(UsageRecord.id)
-            .limit(self.batch_size)
-            .with_for_update(skip_locked=True, key_share=True)
-        )
         with self._tx() as s:
-            rows = s.execute(
-                update(table)
-                .where(table.c.id.in_(picked.scalar_subquery()))
-                .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
-                .returning(*_EVENT_COLUMNS)
-            ).all()
+            rows = usage_records.claim(
+                s,
+                worker_id=self.worker_id,
+                now=now,
+                until=now + self.lease,
+                limit=self.batch_size,
+            )
         return [(r.id, polar_event(r)) for r in sorted(rows, key=lambda r: r.id)]
 
     def _renewing(self, ids: list[uuid.UUID]) -> AbstractContextManager[None]:
@@ -237,15 +194,8 @@ class Flusher:
 
     def _extend(self, ids: list[uuid.UUID]) -> None:
         with self._tx() as s:
-            s.execute(
-                update(UsageRecord)
-                .where(
-                    _ids_in(ids, dialect_name(s)),
-                    UsageRecord.claimed_by == self.worker_id,
-                    UsageRecord.state == RecordState.PENDING.value,
-                )
-                .values(claim_expires_at=datetime.now(UTC) + self.lease)
-                .execution_options(synchronize_session=False)
+            usage_records.extend_claims(
+                s, ids, worker_id=self.worker_id, until=datetime.now(UTC) + self.lease
             )
 
     def reclaim_own(self) -> int:
@@ -253,16 +203,7 @@ class Flusher:
         so they ship now instead of when their lease lapses. Call once at start, and only
         with a worker id no other live process uses."""
         with self._tx() as s:
-            result = s.execute(
-                update(UsageRecord)
-                .where(
-                    UsageRecord.claimed_by == self.worker_id,
-                    UsageRecord.state == RecordState.PENDING.value,
-                )
-                .values(claimed_by=None, claim_expires_at=None)
-                .execution_options(synchronize_session=False)
-            )
-            n = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            n = usage_records.release_claims_of(s, self.worker_id)
         if n:
             log.info("took back %d usage records claimed by %s before a restart", n, self.worker_id)
         return n
@@ -271,22 +212,7 @@ class Flusher:
         if not ids:
             return 0
         with self._tx() as s:
-            result = s.execute(
-                update(UsageRecord)
-                .where(
-                    _ids_in(ids, dialect_name(s)),
-                    UsageRecord.claimed_by == self.worker_id,
-                    UsageRecord.state == RecordState.PENDING.value,
-                )
-                .values(
-                    claimed_by=None,
-                    claim_expires_at=None,
-                    attempts=UsageRecord.attempts + 1,
-                    **values,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return usage_records.mark_claimed(s, ids, worker_id=self.worker_id, **values)
 
     def _release(self, ids: list[uuid.UUID], error: str) -> None:
         self._mark(ids, last_error=error[:2000])
@@ -354,11 +280,7 @@ class Flusher:
 
     def update_gauges(self) -> None:
         with session_scope(self.sessions) as s:
-            count, oldest = s.execute(
-                select(func.count(), func.min(UsageRecord.created_at)).where(
-                    UsageRecord.state == RecordState.PENDING.value
-                )
-            ).one()
-        metrics.usage_meter_queue.set(count or 0)
+            count, oldest = usage_records.pending_stats(s)
+        metrics.usage_meter_queue.set(count)
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         metrics.usage_meter_oldest_unsent_seconds.set(max(0.0, age))

@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, ColumnExpressionArgument, func, select, update
+from sqlalchemy import ColumnElement, ColumnExpressionArgument
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
+from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
-from orzbob.kit.bulk import append_rows, update_by_key
 from orzbob.kit.db import new_id
-from orzbob.kit.errors import Conflict
+from orzbob.kit.errors import Conflict, Unprocessable
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
-from orzbob.metering.repository import usage_records
+from orzbob.metering.repository import usage_records, usage_segments
 from orzbob.quota.allocation import Allocation, UsageDraft, allocate_many
 from orzbob.quota.periods import boundaries_between
 
@@ -183,28 +183,16 @@ class MeteringService:
         return segment
 
     def open_segment_of(self, session: Session, instance_id: uuid.UUID) -> UsageSegment | None:
-        return session.scalars(
-            select(UsageSegment)
-            .where(UsageSegment.instance_id == instance_id, UsageSegment.ended_at.is_(None))
-            .with_for_update(key_share=True)
-        ).one_or_none()
+        return usage_segments.open_of_instance(session, instance_id)
+
+    def has_open_segments(self, session: Session) -> bool:
+        return usage_segments.any_open(session)
 
     def open_segments_of(
         self, session: Session, instance_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, UsageSegment]:
         """The open segments of these instances, locked in id order."""
-        return {
-            s.instance_id: s
-            for s in session.scalars(
-                select(UsageSegment)
-                .where(
-                    UsageSegment.instance_id.in_(sorted(instance_ids)),
-                    UsageSegment.ended_at.is_(None),
-                )
-                .order_by(UsageSegment.id)
-                .with_for_update(key_share=True)
-            )
-        }
+        return {s.instance_id: s for s in usage_segments.open_of_instances(session, instance_ids)}
 
     def close_segments(
         self,
@@ -250,29 +238,16 @@ class MeteringService:
         transaction holds) with their last-seen times, allocation runs over plain values,
         records are appended in one batch and the segments' counters updated in one
         statement. Returns (records written, ids of the segments seen)."""
-        stmt = (
-            select(
-                UsageSegment.id,
-                UsageSegment.org_id,
-                UsageSegment.instance_id,
-                UsageSegment.tier,
-                UsageSegment.started_at,
-                UsageSegment.emitted_minutes,
-                UsageSegment.counted_until,
-                last_seen_of(UsageSegment.instance_id),
+        segments = [
+            OpenSegment(*row)
+            for row in usage_segments.lock_open_batch(
+                session, last_seen_of, after=after, limit=limit
             )
-            .where(UsageSegment.ended_at.is_(None))
-            .order_by(UsageSegment.id)
-            .limit(limit)
-            .with_for_update(of=UsageSegment, skip_locked=True, key_share=True)
-        )
-        if after is not None:
-            stmt = stmt.where(UsageSegment.id > after)
-        segments = [OpenSegment(*row) for row in session.execute(stmt)]
+        ]
         if not segments:
             return 0, []
         org_ids = sorted({seg.org_id for seg in segments})
-        orgs = {o.id: o for o in session.scalars(select(Org).where(Org.id.in_(org_ids)))}
+        orgs = account_service.orgs_by_id(session, org_ids)
         limits = self.limits(session, [orgs[o] for o in org_ids], catalog=catalog, now=now)
         cuts = self._cuts(session, org_ids, now)
         by_org: dict[uuid.UUID, list[UsageDraft]] = defaultdict(list)
@@ -289,13 +264,7 @@ class MeteringService:
             by_org[seg.org_id].extend(self._drafts(seg, orgs[seg.org_id], upto))
             moved.append((seg.id, seg.emitted_minutes, seg.counted_until))
         rows = self.record_many(session, orgs, by_org, catalog=catalog, now=now)
-        update_by_key(
-            session,
-            UsageSegment.__table__,  # type: ignore[arg-type]
-            ("id",),
-            ("emitted_minutes", "counted_until"),
-            moved,
-        )
+        usage_segments.save_counters(session, moved)
         return len(rows), [seg.id for seg in segments]
 
     @staticmethod
@@ -327,13 +296,7 @@ class MeteringService:
         """Lock every open segment of one org, in id order, with its instance's last sign of
         life: a transaction that closes several of them takes all segment locks before any
         period lock (docs/architecture.md)."""
-        rows = session.execute(
-            select(UsageSegment, last_seen_of(UsageSegment.instance_id))
-            .where(UsageSegment.org_id == org_id, UsageSegment.ended_at.is_(None))
-            .order_by(UsageSegment.id)
-            .with_for_update(of=UsageSegment, key_share=True)
-            .execution_options(populate_existing=True)
-        ).all()
+        rows = usage_segments.lock_open_of_org(session, org_id, last_seen_of)
         return [(segment, last_seen_at) for segment, last_seen_at in rows]
 
     # -- writing usage records -----------------------------------------------------------
@@ -366,11 +329,8 @@ class MeteringService:
         if not allocations:
             return []
         rows = [_record_row(a, now) for a in allocations]
-        append_rows(
-            session,
-            UsageRecord.__table__,  # type: ignore[arg-type]
-            RECORD_COLUMNS,
-            [tuple(r[c] for c in RECORD_COLUMNS) for r in rows],
+        usage_records.append(
+            session, RECORD_COLUMNS, [tuple(r[c] for c in RECORD_COLUMNS) for r in rows]
         )
         for tier, n in Counter(a.draft.tier for a in allocations).items():
             metrics.usage_records_total.labels(tier=tier).inc(n)
@@ -437,38 +397,39 @@ class MeteringService:
         upto: datetime | None = None,
     ) -> Sequence[UsageRecord]:
         """An org's records of one billing period, or whose interval ends in (after, upto]."""
-        stmt = select(UsageRecord).where(UsageRecord.org_id == org_id)
-        if period_start is not None:
-            stmt = stmt.where(UsageRecord.period_start == period_start)
-        if after is not None:
-            stmt = stmt.where(UsageRecord.interval_end > after)
-        if upto is not None:
-            stmt = stmt.where(UsageRecord.interval_end <= upto)
-        return session.scalars(stmt.order_by(UsageRecord.interval_end, UsageRecord.id)).all()
+        return usage_records.records_of(
+            session, org_id, period_start=period_start, after=after, upto=upto
+        )
+
+    def export_records(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        *,
+        after: datetime,
+        upto: datetime,
+        max_records: int,
+    ) -> Sequence[UsageRecord]:
+        """An org's records whose interval ends in (after, upto], by interval end; more than
+        `max_records` of them is Unprocessable (narrow the range)."""
+        count = usage_records.count_ending_in(session, org_id, after=after, upto=upto)
+        if count > max_records:
+            raise Unprocessable(
+                f"{count} records match; narrow the range to at most {max_records} records."
+            )
+        return usage_records.records_of(session, org_id, after=after, upto=upto)
+
+    def pending_up_to(self, session: Session, limit: int) -> int:
+        """How many records wait to be shipped, counting no further than `limit`."""
+        return usage_records.pending_up_to(session, limit)
 
     def queue_stats(self, session: Session) -> tuple[int, datetime | None, int]:
         """(pending records, when the oldest pending one was written, dead records)."""
-        pending, oldest = session.execute(
-            select(func.count(), func.min(UsageRecord.created_at)).where(
-                UsageRecord.state == RecordState.PENDING.value
-            )
-        ).one()
-        dead = session.scalar(
-            select(func.count())
-            .select_from(UsageRecord)
-            .where(UsageRecord.state == RecordState.DEAD.value)
-        )
-        return int(pending or 0), oldest, int(dead or 0)
+        pending, oldest = usage_records.pending_stats(session)
+        return pending, oldest, usage_records.dead_count(session)
 
     def has_records(self, session: Session, org_id: uuid.UUID, *, period_start: datetime) -> bool:
-        return (
-            session.scalar(
-                select(UsageRecord.id)
-                .where(UsageRecord.org_id == org_id, UsageRecord.period_start == period_start)
-                .limit(1)
-            )
-            is not None
-        )
+        return usage_records.any_in_period(session, org_id, period_start=period_start)
 
     def requeue(self, session: Session, ids: Sequence[uuid.UUID], *, lost: bool = False) -> int:
         """Put dead records (all of them when `ids` is empty) back in the queue. With `lost`,
@@ -476,17 +437,9 @@ class MeteringService:
         them, and Polar drops any it does have by external_id, so a resend never bills twice.
         """
         states = [RecordState.DEAD.value] + ([RecordState.SENT.value] if lost else [])
-        stmt = update(UsageRecord).where(UsageRecord.state.in_(states))
-        if ids:
-            stmt = stmt.where(UsageRecord.id.in_(list(ids)))
-        elif lost:
+        if not ids and lost:
             raise Conflict("Name the records to resend: a blanket resend of sent ones is refused.")
-        result = session.execute(
-            stmt.values(
-                state=RecordState.PENDING.value, claimed_by=None, claim_expires_at=None
-            ).execution_options(synchronize_session=False)
-        )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return usage_records.requeue(session, states, ids)
 
 
 metering_service = MeteringService()

@@ -6,13 +6,10 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy import func, select
-
 from orzbob.kit import metrics
 from orzbob.kit.clock import FOREVER, Idle
-from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 from orzbob.metering.service import metering_service
-from orzbob.quota.models import DailyUsage
+from orzbob.quota.service import quota_service
 from orzbob.runtime import Runtime
 
 CHECKPOINT_BATCH = 1000
@@ -24,10 +21,7 @@ def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
     holds are skipped; they are checkpointed by that process or on the next pass."""
     now = runtime.clock.now()
     with runtime.session() as session:
-        if (
-            session.scalar(select(UsageSegment.id).where(UsageSegment.ended_at.is_(None)).limit(1))
-            is None
-        ):
+        if not metering_service.has_open_segments(session):
             return Idle(FOREVER)  # nothing runs; only a start (which wakes jobs) changes that
     last: uuid.UUID | None = None
     written = 0
@@ -46,10 +40,8 @@ def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
 def _update_daily_gauge(runtime: Runtime) -> None:
     today = runtime.clock.now().date()
     with runtime.session() as session:
-        minutes = session.scalar(
-            select(func.coalesce(func.sum(DailyUsage.minutes), 0)).where(DailyUsage.day == today)
-        )
-    metrics.daily_usage_hours.set(int(minutes or 0) / 60)
+        minutes = quota_service.minutes_on(session, today)
+    metrics.daily_usage_hours.set(minutes / 60)
 
 
 def flush_usage(runtime: Runtime) -> int | Idle:
@@ -69,14 +61,7 @@ def flush_full_batches(runtime: Runtime) -> int:
     flusher = runtime.flusher
     assert flusher is not None, "flush_full_batches is registered only with a flusher"
     with runtime.session() as session:
-        waiting = session.scalar(
-            select(func.count()).select_from(
-                select(UsageRecord.id)
-                .where(UsageRecord.state == RecordState.PENDING.value)
-                .limit(flusher.batch_size)
-                .subquery()
-            )
-        )
-    if (waiting or 0) >= flusher.batch_size:
+        waiting = metering_service.pending_up_to(session, flusher.batch_size)
+    if waiting >= flusher.batch_size:
         flusher.flush()
     return 0

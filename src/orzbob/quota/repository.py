@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from orzbob.kit.db import insert_ignore
@@ -117,6 +117,13 @@ class QuotaRepository:
                 )
             )
         ]
+
+    def minutes_on(self, session: Session, day: date) -> int:
+        """Instance-minutes of every org on one UTC day (0 when none)."""
+        minutes = session.scalar(
+            select(func.coalesce(func.sum(DailyUsage.minutes), 0)).where(DailyUsage.day == day)
+        )
+        return int(minutes or 0)
 
 
 quota_repository = QuotaRepository()

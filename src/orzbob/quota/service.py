@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_DOWN, Decimal
 
 from sqlalchemy.orm import Session
@@ -296,6 +296,10 @@ class QuotaService:
         for hook in spend_limit_hooks:
             hook(session, org, catalog, now)
         return org
+
+    def minutes_on(self, session: Session, day: date) -> int:
+        """Instance-minutes of every org on one UTC day, from the daily rollups."""
+        return quota_repository.minutes_on(session, day)
 
 
 quota_service = QuotaService()
