@@ -51,7 +51,11 @@ DueChange = Callable[[Session, uuid.UUID, Catalog, datetime], bool]
 due_changes: list[DueChange] = []
 
 
-# Built once: a heartbeat is the hottest write.
+# Built once: a heartbeat is the hottest write. The one query of this domain written outside
+# its repository, on purpose: it reads the org beside the locked instance in the same round
+# trip, and no repository imports another domain's models (tests/test_repositories.py), nor
+# may accounts' repository import instances' (accounts is the lower layer). Split into the
+# two repositories it would cost every heartbeat one more statement.
 _BEAT_LOCK = (
     select(Instance, Org)
     .join(Org, Org.id == Instance.org_id)

@@ -8,7 +8,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -20,6 +19,7 @@ from orzbob.kit.db import insert_ignore, on_commit, upsert_add
 from orzbob.kit.money import to_cents
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.quota.periods import Period, period_for
+from orzbob.quota.repository import quota_repository
 
 _EPSILON = timedelta(microseconds=1)
 _PERIOD_COLUMNS = ("used_small_minutes", "exhausted_at", "plan_id", "monthly_base_cents")
@@ -76,15 +76,7 @@ def lock_periods(
             for org_id, p in sorted(wanted, key=lambda w: (w[0], w[1].start))
         ],
     )
-    keys = {(org_id, p.start) for org_id, p in wanted}
-    stmt = (
-        select(QuotaPeriod)
-        .where(tuple_(QuotaPeriod.org_id, QuotaPeriod.period_start).in_(sorted(keys)))
-        .order_by(QuotaPeriod.org_id, QuotaPeriod.period_start)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    )
-    return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
+    return quota_repository.lock_periods(session, {(org_id, p.start) for org_id, p in wanted})
 
 
 @dataclass(slots=True)

@@ -16,6 +16,20 @@ from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
 
 class QuotaRepository:
+    def lock_periods(
+        self, session: Session, keys: Iterable[tuple[uuid.UUID, datetime]]
+    ) -> dict[tuple[uuid.UUID, datetime], QuotaPeriod]:
+        """Lock the period rows of these (org, period start) keys, in key order, for the rest
+        of the transaction; by key (a key without a row is absent)."""
+        stmt = (
+            select(QuotaPeriod)
+            .where(tuple_(QuotaPeriod.org_id, QuotaPeriod.period_start).in_(sorted(keys)))
+            .order_by(QuotaPeriod.org_id, QuotaPeriod.period_start)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
+        return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
+
     def period(
         self, session: Session, org_id: uuid.UUID, period_start: datetime
     ) -> QuotaPeriod | None:
