@@ -14,6 +14,9 @@ SRC = Path(orzbob.__file__).parent
 # The catalog is data loaded at start-up, not a table: any domain may read it.
 SHARED = {"catalog"}
 READ_MODELS = {"billing", "throttle"}
+# One pinned reach outside the read models: a heartbeat locks its instance and reads the org
+# beside it in one round trip (`instance_repository.lock_for_beat`).
+PINNED = {"instances": {"accounts"}}
 
 
 def foreign_models(path: Path) -> set[str]:
@@ -34,9 +37,13 @@ def test_repositories_query_only_their_own_domain_tables() -> None:
     offenders = {
         p.parent.name: foreign_models(p)
         for p in repositories
-        if p.parent.name not in READ_MODELS and foreign_models(p)
+        if p.parent.name not in READ_MODELS and foreign_models(p) - PINNED.get(p.parent.name, set())
     }
     assert offenders == {}
+
+
+def test_the_instances_repository_reaches_only_the_org_of_a_heartbeat() -> None:
+    assert foreign_models(SRC / "instances" / "repository.py") == {"accounts"}
 
 
 def test_the_throttle_read_model_reaches_no_further_than_it_does() -> None:
@@ -55,3 +62,51 @@ def test_the_billing_read_model_reaches_no_further_than_it_does() -> None:
         "metering",
         "quota",
     }
+
+
+# SQL is built and run in repositories only. `kit` holds the generic pieces every repository
+# uses (the base class, bulk writes, sessions, migrations); the readiness probe's `SELECT 1`
+# is a liveness check of the database, not a query of any domain's tables.
+SQL_BUILDERS = {"select", "update", "insert", "delete", "text", "exists", "union_all"}
+RUNNERS = {"execute", "scalar", "scalars", "query", "get"}
+SESSION_NAMES = {"session", "s", "conn", "connection", "db"}
+SQL_ALLOWED = {"api/health.py"}
+# The kit's bulk writers, which repositories wrap.
+KIT_WRITERS = {"insert_ignore", "upsert_add", "update_by_key", "append_rows"}
+
+
+def sql_outside_repositories(path: Path) -> list[str]:
+    """Where this module builds a statement or runs one on a session or connection."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+            names = {a.name for a in node.names} & SQL_BUILDERS
+            if names and not (node.module or "").startswith("sqlalchemy.orm"):
+                found.append(f"line {node.lineno}: imports {', '.join(sorted(names))}")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("orzbob.kit"):
+            if names := {a.name for a in node.names} & KIT_WRITERS:
+                found.append(f"line {node.lineno}: imports {', '.join(sorted(names))}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in RUNNERS
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id in SESSION_NAMES
+        ):
+            found.append(f"line {node.lineno}: {node.func.value.id}.{node.func.attr}(…)")
+    return found
+
+
+def test_no_module_but_a_repository_builds_or_runs_sql() -> None:
+    offenders = {}
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if (
+            path.name in ("repository.py", "models.py")
+            or rel.startswith(("kit/", "migrations/"))
+            or rel in SQL_ALLOWED
+        ):
+            continue
+        if found := sql_outside_repositories(path):
+            offenders[rel] = found
+    assert offenders == {}

@@ -14,19 +14,17 @@ The steps, each its own short transaction:
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, select, text, update
 from sqlalchemy.orm import Session
 
 from orzbob.catalog.models import Catalog
-from orzbob.instances.models import Instance, State
+from orzbob.instances.models import State
+from orzbob.instances.repository import instance_repository
 from orzbob.instances.service import instance_service
-from orzbob.kit.db import UTCDateTime, dialect_name, one_of
 
 Sessions = Callable[[], AbstractContextManager[Session]]
 # Caps for the orgs of beaten running instances: {instance id: cap} of those it paused.
@@ -59,21 +57,6 @@ def merge(beats: Sequence[BeatIn]) -> tuple[dict[uuid.UUID, BeatIn], int]:
     return merged, len(beats) - len(merged)
 
 
-_PG_RECORD = text(
-    """
-    UPDATE instances AS i SET
-      last_seen_at = CASE WHEN i.last_seen_at < :now THEN :now ELSE i.last_seen_at END,
-      last_active_at = CASE WHEN b.active AND i.last_active_at <= :now THEN :now
-                            ELSE i.last_active_at END,
-      last_active_source = CASE WHEN b.active AND i.last_active_at <= :now THEN b.source
-                                ELSE i.last_active_source END
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:active AS boolean[]), CAST(:sources AS varchar[]))
-      AS b(id, active, source)
-    WHERE i.id = b.id AND i.state <> 'stopped'
-    """
-).bindparams(bindparam("now", type_=UTCDateTime()))
-
-
 class BulkBeats:
     def apply(
         self,
@@ -88,12 +71,7 @@ class BulkBeats:
         merged, duplicates = merge(beats)
         result = BulkResult(duplicates=duplicates)
         with sessions() as session:
-            stmt = select(
-                Instance.id, Instance.org_id, Instance.state, Instance.last_seen_at
-            ).where(one_of(session, Instance.id, merged))
-            if org_id is not None:
-                stmt = stmt.where(Instance.org_id == org_id)
-            rows = session.execute(stmt).all()
+            rows = instance_repository.beaten(session, merged, org_id=org_id)
         found = {r.id: r for r in rows}
         result.unknown_ids = [i for i in merged if i not in found]
         live: list[uuid.UUID] = []
@@ -141,48 +119,15 @@ class BulkBeats:
             return done.instance.state == State.STOPPED.value
 
     def _record(self, session: Session, beats: Sequence[BeatIn], now: datetime) -> int:
-        alive = Instance.state != State.STOPPED.value
-        # Lock in key order first: two overlapping batches never wait on each other in a cycle.
-        locked = session.scalars(
-            select(Instance.id)
-            .where(one_of(session, Instance.id, [b.instance_id for b in beats]), alive)
-            .order_by(Instance.id)
-            .with_for_update(key_share=True)
-        ).all()
-        if dialect_name(session) == "postgresql":
-            # The whole batch in one statement, each row with its own beat; times only move
-            # forward (every CASE reads the row as it was before this statement).
-            session.execute(
-                _PG_RECORD,
-                {
-                    "now": now,
-                    "ids": [b.instance_id for b in beats],
-                    "active": [b.active for b in beats],
-                    "sources": [b.source if b.active else None for b in beats],
-                },
-            )
-            return len(locked)
-        # One statement per kind of beat (passive, or active from one source): each row is
-        # written once. Times only move forward.
-        groups: dict[tuple[bool, str | None], list[uuid.UUID]] = defaultdict(list)
-        for b in beats:
-            groups[(b.active, b.source if b.active else None)].append(b.instance_id)
-        seen = case((Instance.last_seen_at < now, now), else_=Instance.last_seen_at)
-        for (active, source), group in groups.items():
-            values: dict[str, object] = {"last_seen_at": seen}
-            if active:
-                values["last_active_at"] = case(
-                    (Instance.last_active_at <= now, now), else_=Instance.last_active_at
-                )
-                values["last_active_source"] = case(
-                    (Instance.last_active_at <= now, source), else_=Instance.last_active_source
-                )
-            session.execute(
-                update(Instance)
-                .where(Instance.id.in_(group), alive)
-                .values(values)
-                .execution_options(synchronize_session=False)
-            )
+        ids = [b.instance_id for b in beats]
+        locked = instance_repository.lock_unstopped_ids(session, ids)
+        instance_repository.record_beats(
+            session,
+            ids,
+            [b.active for b in beats],
+            [b.source if b.active else None for b in beats],
+            now=now,
+        )
         return len(locked)
 
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, ColumnExpressionArgument, select
+from sqlalchemy import ColumnElement, ColumnExpressionArgument
 
-from orzbob.instances.models import Instance
+from orzbob.instances.repository import instance_repository
 
 
 def last_seen_of(instance_id: ColumnExpressionArgument[uuid.UUID]) -> ColumnElement[datetime]:
     """The last sign of life of the instance whose id `instance_id` holds, as a correlated
     subquery (metering's `last_seen_hooks`: the checkpoint never counts past it)."""
-    return (
-        select(Instance.last_seen_at)
-        .where(Instance.id == instance_id)
-        .scalar_subquery()
-        .label("last_seen_at")
-    )
+    return instance_repository.last_seen_of(instance_id)

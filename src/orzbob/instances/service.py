@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -51,16 +50,6 @@ DueChange = Callable[[Session, uuid.UUID, Catalog, datetime], bool]
 due_changes: list[DueChange] = []
 
 
-# Built once: a heartbeat is the hottest write.
-_BEAT_LOCK = (
-    select(Instance, Org)
-    .join(Org, Org.id == Instance.org_id)
-    .where(Instance.id == bindparam("instance_id"), Instance.org_id == bindparam("org_id"))
-    .with_for_update(of=Instance, key_share=True)
-    .execution_options(populate_existing=True)
-)
-
-
 @dataclass(frozen=True)
 class Beat:
     """What a heartbeat did: the instance, and the cap that paused it, if one did."""
@@ -88,12 +77,10 @@ class InstanceService:
     ) -> tuple[Instance, Org]:
         """The instance, locked, with its org read beside it (not locked): the cap checks
         read the org, and this way it costs no statement of its own."""
-        row = session.execute(
-            _BEAT_LOCK, {"instance_id": instance_id, "org_id": org_id}
-        ).one_or_none()
-        if row is None:
+        pair = instance_repository.lock_for_beat(session, org_id, instance_id)
+        if pair is None:
             raise NotFound("Instance not found.")
-        return row[0], row[1]
+        return pair
 
     def list(
         self, session: Session, org_id: uuid.UUID, *, state: State | None = None, limit: int = 500

@@ -8,18 +8,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
-from orzbob.kit.bulk import update_by_key
-from orzbob.kit.db import insert_ignore, on_commit, upsert_add
+from orzbob.kit.db import on_commit
 from orzbob.kit.money import to_cents
-from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
+from orzbob.quota.models import QuotaPeriod
 from orzbob.quota.periods import Period, period_for
+from orzbob.quota.repository import quota_repository
 
 _EPSILON = timedelta(microseconds=1)
 _PERIOD_COLUMNS = ("used_small_minutes", "exhausted_at", "plan_id", "monthly_base_cents")
@@ -62,9 +61,8 @@ def lock_periods(
     transaction (one statement each for the whole batch)."""
     if not wanted:
         return {}
-    insert_ignore(
+    quota_repository.insert_periods(
         session,
-        QuotaPeriod.__table__,  # type: ignore[arg-type]
         [
             {
                 "org_id": org_id,
@@ -76,15 +74,7 @@ def lock_periods(
             for org_id, p in sorted(wanted, key=lambda w: (w[0], w[1].start))
         ],
     )
-    keys = {(org_id, p.start) for org_id, p in wanted}
-    stmt = (
-        select(QuotaPeriod)
-        .where(tuple_(QuotaPeriod.org_id, QuotaPeriod.period_start).in_(sorted(keys)))
-        .order_by(QuotaPeriod.org_id, QuotaPeriod.period_start)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    )
-    return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
+    return quota_repository.lock_periods(session, {(org_id, p.start) for org_id, p in wanted})
 
 
 @dataclass(slots=True)
@@ -189,17 +179,9 @@ def allocate_many(
             # The locked ORM rows stay what the database now holds, with nothing to flush.
             for name, value in zip(_PERIOD_COLUMNS, values, strict=True):
                 set_committed_value(qp, name, value)
-    update_by_key(
+    quota_repository.save_periods(session, _PERIOD_COLUMNS, changed)
+    quota_repository.add_to_tier_rollups(
         session,
-        QuotaPeriod.__table__,  # type: ignore[arg-type]
-        ("org_id", "period_start"),
-        _PERIOD_COLUMNS,
-        changed,
-    )
-    upsert_add(
-        session,
-        QuotaTierRollup.__table__,  # type: ignore[arg-type]
-        ("org_id", "period_start", "tier"),
         [
             {
                 "org_id": org_id,
@@ -214,10 +196,8 @@ def allocate_many(
             for (org_id, ps, tier), (m, inc, ovg, bill, small) in sorted(tier_sums.items())
         ],
     )
-    upsert_add(
+    quota_repository.add_to_daily_usage(
         session,
-        DailyUsage.__table__,  # type: ignore[arg-type]
-        ("org_id", "day"),
         [{"org_id": org_id, "day": d, "minutes": m} for (org_id, d), m in sorted(day_sums.items())],
     )
     session.flush()

@@ -11,11 +11,26 @@ from typing import Any
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
-from orzbob.kit.db import insert_ignore
+from orzbob.kit.bulk import update_by_key
+from orzbob.kit.db import insert_ignore, upsert_add
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
 
 class QuotaRepository:
+    def lock_periods(
+        self, session: Session, keys: Iterable[tuple[uuid.UUID, datetime]]
+    ) -> dict[tuple[uuid.UUID, datetime], QuotaPeriod]:
+        """Lock the period rows of these (org, period start) keys, in key order, for the rest
+        of the transaction; by key (a key without a row is absent)."""
+        stmt = (
+            select(QuotaPeriod)
+            .where(tuple_(QuotaPeriod.org_id, QuotaPeriod.period_start).in_(sorted(keys)))
+            .order_by(QuotaPeriod.org_id, QuotaPeriod.period_start)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
+        return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
+
     def period(
         self, session: Session, org_id: uuid.UUID, period_start: datetime
     ) -> QuotaPeriod | None:
@@ -79,6 +94,38 @@ class QuotaRepository:
         """Insert period rows, leaving alone (neither changed nor locked) those that exist;
         returns how many were inserted."""
         return insert_ignore(session, QuotaPeriod.__table__, rows)  # type: ignore[arg-type]
+
+    def save_periods(
+        self, session: Session, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Write `columns` of locked period rows, one statement for the batch: each row is
+        (org_id, period_start, *values in `columns` order)."""
+        update_by_key(
+            session,
+            QuotaPeriod.__table__,  # type: ignore[arg-type]
+            ("org_id", "period_start"),
+            columns,
+            rows,
+        )
+
+    def add_to_tier_rollups(self, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+        """Add minutes to the per-tier rollups of periods, creating the missing ones (one
+        upsert for the batch)."""
+        upsert_add(
+            session,
+            QuotaTierRollup.__table__,  # type: ignore[arg-type]
+            ("org_id", "period_start", "tier"),
+            rows,
+        )
+
+    def add_to_daily_usage(self, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+        """Add instance-minutes to each org's UTC day, creating the missing days."""
+        upsert_add(
+            session,
+            DailyUsage.__table__,  # type: ignore[arg-type]
+            ("org_id", "day"),
+            rows,
+        )
 
     def recorded_bases(
         self, session: Session, org_id: uuid.UUID, *, ending_after: datetime, before: datetime
