@@ -110,3 +110,18 @@ def test_no_module_but_a_repository_builds_or_runs_sql() -> None:
         if found := sql_outside_repositories(path):
             offenders[rel] = found
     assert offenders == {}
+
+
+def test_endpoints_tasks_and_the_cli_call_services_not_repositories() -> None:
+    edges = [
+        p
+        for p in sorted(SRC.rglob("*.py"))
+        if p.name in ("endpoints.py", "tasks.py") or p.relative_to(SRC).parts[0] == "cli"
+    ]
+    assert len(edges) > 15
+    offenders = []
+    for path in edges:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith(".repository"):
+                offenders.append(f"{path.relative_to(SRC)}: {node.module}")
+    assert offenders == []

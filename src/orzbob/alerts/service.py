@@ -107,5 +107,9 @@ class AlertService:
         )
         return alert
 
+    def next_attempt(self, session: Session) -> datetime | None:
+        """When the next pending alert is due to be sent (None: none is pending)."""
+        return alert_repository.next_attempt(session)
+
 
 alert_service = AlertService()

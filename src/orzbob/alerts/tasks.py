@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from orzbob.accounts.service import account_service
 from orzbob.alerts.evaluator import alert_evaluator
-from orzbob.alerts.repository import alert_repository
 from orzbob.alerts.sender import AlertSender
+from orzbob.alerts.service import alert_service
 from orzbob.kit.clock import FOREVER, Idle
 from orzbob.quota.allocation import org_period
 from orzbob.runtime import Runtime
@@ -41,7 +41,7 @@ def send_alerts(runtime: Runtime) -> int | Idle:
     if report.stopped:
         log.warning("alert delivery paused: %s", report.stopped)
     with runtime.session() as session:
-        nxt = alert_repository.next_attempt(session)
+        nxt = alert_service.next_attempt(session)
     # New alerts come with new usage or a request, and either wakes the jobs.
     return Idle(FOREVER if nxt is None else max(nxt, runtime.clock.now()))
 
