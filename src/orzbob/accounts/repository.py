@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import ApiToken, Org
+from orzbob.kit.db import one_of
 from orzbob.kit.repository import Repository
 
 # Built once: authentication runs on every request whose token the cache does not know.
@@ -87,7 +88,7 @@ class AccountRepository(Repository[Org]):
 
     def get_orgs(self, session: Session, org_ids: Sequence[uuid.UUID]) -> Sequence[Org]:
         """The org rows with these ids, deleted or not (unordered; an unknown id is absent)."""
-        return session.scalars(select(Org).where(Org.id.in_(org_ids))).all()
+        return session.scalars(select(Org).where(one_of(session, Org.id, org_ids))).all()
 
 
 account_repository = AccountRepository()

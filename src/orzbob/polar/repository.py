@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from orzbob.kit.db import one_of
 from orzbob.kit.repository import Repository
 from orzbob.polar.models import ReconcileRun, ScheduledPlanChange, WebhookDelivery
 
@@ -48,7 +49,7 @@ class PlanChangeRepository(Repository[ScheduledPlanChange]):
     ) -> dict[uuid.UUID, datetime]:
         rows = session.execute(
             select(ScheduledPlanChange.org_id, ScheduledPlanChange.effective_at).where(
-                ScheduledPlanChange.org_id.in_(list(org_ids)),
+                one_of(session, ScheduledPlanChange.org_id, org_ids),
                 *_waiting(),
                 ScheduledPlanChange.effective_at <= now,
             )

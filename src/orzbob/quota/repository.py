@@ -12,7 +12,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from orzbob.kit.bulk import update_by_key
-from orzbob.kit.db import insert_ignore, upsert_add
+from orzbob.kit.db import insert_ignore, one_of, upsert_add
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
 
@@ -84,7 +84,9 @@ class QuotaRepository:
             return out
         for org_id, day, minutes in session.execute(
             select(DailyUsage.org_id, DailyUsage.day, DailyUsage.minutes).where(
-                DailyUsage.org_id.in_(ids), DailyUsage.day >= first, DailyUsage.day <= last
+                one_of(session, DailyUsage.org_id, ids),
+                DailyUsage.day >= first,
+                DailyUsage.day <= last,
             )
         ):
             out[org_id][day] = int(minutes)

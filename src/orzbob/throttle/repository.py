@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
 from orzbob.instances.models import Instance, State
-from orzbob.kit.db import dialect_name
+from orzbob.kit.db import dialect_name, one_of
 from orzbob.metering.models import UsageSegment
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
@@ -181,7 +181,8 @@ class ThrottleRepository:
         """How far back the least recently counted open segment of these orgs is counted."""
         return session.scalar(
             select(func.min(UsageSegment.counted_until)).where(
-                UsageSegment.org_id.in_(sorted(org_ids)), UsageSegment.ended_at.is_(None)
+                one_of(session, UsageSegment.org_id, sorted(org_ids)),
+                UsageSegment.ended_at.is_(None),
             )
         )
 
@@ -194,7 +195,7 @@ class ThrottleRepository:
             select(Instance.org_id, func.count().label("n"))
             .join(Org, Org.id == Instance.org_id)
             .where(
-                Instance.org_id.in_(sorted(org_ids)),
+                one_of(session, Instance.org_id, sorted(org_ids)),
                 Instance.state == State.RUNNING.value,
                 Org.spend_limit_cents.is_not(None),
             )
@@ -215,7 +216,7 @@ class ThrottleRepository:
                 ),
             )
             .where(
-                QuotaTierRollup.org_id.in_(sorted(out)),
+                one_of(session, QuotaTierRollup.org_id, sorted(out)),
                 QuotaPeriod.period_start <= now,
                 QuotaPeriod.period_end > now,
             )
