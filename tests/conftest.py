@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, make_url, text
@@ -29,6 +27,7 @@ from orzbob.kit.clock import ManualClock
 from orzbob.kit.db import Base, make_engine
 from orzbob.kit.migrate import upgrade
 from orzbob.runtime import Runtime
+from tests.proof.processes import scratch_database
 
 T0 = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
@@ -65,26 +64,9 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not worker:
         yield url
         return
-    with worker_database(url, worker) as own:
+    # Named after the given database, on the same server.
+    with scratch_database(url, f"{make_url(url).database}_{worker}") as own:
         yield own
-
-
-@contextmanager
-def worker_database(url: str, worker: str) -> Iterator[str]:
-    """A PostgreSQL database for one xdist worker, named after the given one (created afresh,
-    dropped at the end of the session)."""
-    given = make_url(url)
-    name = f"{given.database}_{worker}"
-    admin = given.set(drivername="postgresql", database="postgres")
-    plain = admin.render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield given.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -28,12 +28,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    """A new empty PostgreSQL database (dropped afterwards); yields its SQLAlchemy URL."""
-    name = f"orzbob_proof_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+def scratch_database(admin_url: str, name: str | None = None) -> Iterator[str]:
+    """A new empty PostgreSQL database on the server of `admin_url` (dropped afterwards);
+    yields its SQLAlchemy URL. A given `name` is dropped first if a crashed run left it."""
+    name = name or f"orzbob_proof_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = make_url(admin_url).set(drivername="postgresql", database="postgres")
     plain = admin.render_as_string(hide_password=False)
     with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         url = admin.set(drivername="postgresql+psycopg", database=name)
