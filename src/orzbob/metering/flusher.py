@@ -14,6 +14,7 @@ then marked. Safe with any number of flushers:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,8 +44,7 @@ EVENT_NAME = "orzbob.compute"
 
 
 def polar_event(record: Any) -> dict[str, Any]:
-    """The Polar event of a usage record (a `UsageRecord` or a row of the repository's
-    `EVENT_COLUMNS`, which the claim returns)."""
+    """The Polar event of a usage record (docs/spec.md §3, /v1/events/ingest)."""
     record_id = str(record.id)
     return {
         "name": EVENT_NAME,
@@ -62,6 +63,37 @@ def polar_event(record: Any) -> dict[str, Any]:
             "period_start": record.period_start.isoformat(),
         },
     }
+
+
+# `polar_event` as JSON text, filled from a claimed row whose ids and timestamps are text
+# already: the flusher's per-record cost is this one format, not a dict then an encoder.
+# Ids and ISO timestamps need no escaping; the tier is encoded by `_json_str`.
+_EVENT_JSON = (
+    '{"name":' + json.dumps(EVENT_NAME) + ',"external_customer_id":"%s","external_id":"%s",'
+    '"timestamp":"%s","metadata":{"record_id":"%s","instance_id":"%s","tier":%s,'
+    '"minutes":%d,"billable_minutes":%d,"small_minutes":%d,"period_start":"%s"}}'
+)
+
+
+@lru_cache(maxsize=256)
+def _json_str(value: str) -> str:
+    return json.dumps(value)
+
+
+def event_json(row: Any) -> str:
+    """`polar_event` of a claimed row (ids and timestamps as text), as JSON text."""
+    return _EVENT_JSON % (
+        row.org_id,
+        row.id,
+        row.interval_end,
+        row.id,
+        row.instance_id,
+        _json_str(row.tier),
+        row.minutes,
+        row.billable_minutes,
+        row.small_minutes,
+        row.period_start,
+    )
 
 
 @dataclass
@@ -173,10 +205,11 @@ class Flusher:
             usage_records.commit_without_flush_wait(s)
             yield s
 
-    def _claim(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+    def _claim(self) -> list[tuple[str, str]]:
         """Lease the next batch in one statement: an UPDATE of the oldest unleased pending
         records (picked `FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent flushers
-        never pick the same ones) that returns what their events need."""
+        never pick the same ones) that returns what their events need. Returns (record
+        id, event as JSON text) in id order."""
         now = datetime.now(UTC)
         with self._tx() as s:
             rows = usage_records.claim(
@@ -186,13 +219,14 @@ class Flusher:
                 until=now + self.lease,
                 limit=self.batch_size,
             )
-        return [(r.id, polar_event(r)) for r in sorted(rows, key=lambda r: r.id)]
+        # Text ids sort as the UUIDs do (fixed-width lower-case hex).
+        return [(r.id, event_json(r)) for r in sorted(rows, key=lambda r: r.id)]
 
-    def _renewing(self, ids: list[uuid.UUID]) -> AbstractContextManager[None]:
+    def _renewing(self, ids: list[str]) -> AbstractContextManager[None]:
         """Keep the batch's lease alive while it is in flight (retries included)."""
         return renewing(lambda: self._extend(ids), self.lease, name="flusher")
 
-    def _extend(self, ids: list[uuid.UUID]) -> None:
+    def _extend(self, ids: list[str]) -> None:
         with self._tx() as s:
             usage_records.extend_claims(
                 s, ids, worker_id=self.worker_id, until=datetime.now(UTC) + self.lease
@@ -208,27 +242,27 @@ class Flusher:
             log.info("took back %d usage records claimed by %s before a restart", n, self.worker_id)
         return n
 
-    def _mark(self, ids: list[uuid.UUID], **values: Any) -> int:
+    def _mark(self, ids: list[str], **values: Any) -> int:
         if not ids:
             return 0
         with self._tx() as s:
             return usage_records.mark_claimed(s, ids, worker_id=self.worker_id, **values)
 
-    def _release(self, ids: list[uuid.UUID], error: str) -> None:
+    def _release(self, ids: list[str], error: str) -> None:
         self._mark(ids, last_error=error[:2000])
 
-    def _dead(self, ids: list[uuid.UUID], error: str, report: FlushReport) -> None:
+    def _dead(self, ids: list[str], error: str, report: FlushReport) -> None:
         n = self._mark(ids, state=RecordState.DEAD.value, last_error=error[:2000])
         report.dead += n
         metrics.usage_meter_dead_total.inc(n)
         log.error("usage records moved to dead-letter: %d (%s)", n, error)
 
     # -- sending -----------------------------------------------------------------------
-    def _ship(self, batch: list[tuple[uuid.UUID, dict[str, Any]]], report: FlushReport) -> None:
+    def _ship(self, batch: list[tuple[str, str]], report: FlushReport) -> None:
         attempt = 0
         while batch:
             try:
-                result = self.gateway.ingest([event for _, event in batch])
+                result = self.gateway.ingest_json([event for _, event in batch])
             except PolarUnavailable as exc:
                 attempt += 1
                 report.retries += 1

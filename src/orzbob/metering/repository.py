@@ -12,19 +12,25 @@ from sqlalchemy import (
     ColumnElement,
     ColumnExpressionArgument,
     Row,
+    String,
     Table,
     Uuid,
     any_,
     bindparam,
+    case,
+    cast,
     exists,
     func,
+    literal_column,
     or_,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import SQLCoreOperations
 
 from orzbob.kit.bulk import append_rows, update_by_key
 from orzbob.kit.db import dialect_name
@@ -35,25 +41,71 @@ from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 # `last_seen_at` (the instances domain registers it with the metering service).
 LastSeenOf = Callable[[ColumnExpressionArgument[uuid.UUID]], ColumnElement[datetime]]
 
-# What the flusher reads of a record to ship it (the claim returns these columns).
-EVENT_COLUMNS = (
-    UsageRecord.id,
-    UsageRecord.org_id,
-    UsageRecord.instance_id,
-    UsageRecord.tier,
-    UsageRecord.minutes,
-    UsageRecord.billable_minutes,
-    UsageRecord.small_minutes,
-    UsageRecord.interval_end,
-    UsageRecord.period_start,
-)
 
-
-def _ids_in(ids: list[uuid.UUID], dialect: str) -> ColumnElement[bool]:
-    # On PostgreSQL one array parameter (`= ANY`), not a thousand placeholders to parse.
+def _uuid_text(column: Any, dialect: str) -> ColumnElement[str]:
+    """A UUID column as `str(uuid)` renders it (lower-case hex in 8-4-4-4-12 groups)."""
     if dialect == "postgresql":
-        return UsageRecord.id == any_(bindparam("ids", ids, type_=postgresql.ARRAY(Uuid())))
-    return UsageRecord.id.in_(ids)
+        return cast(column, String)
+    # SQLite keeps a UUID as its 32 hex digits.
+    raw = type_coerce(column, String)
+    parts = [func.substr(raw, start, length) for start, length in _UUID_GROUPS]
+    out: ColumnElement[str] = parts[0]
+    for part in parts[1:]:
+        out = out.op("||")(literal_column("'-'")).op("||")(part)
+    return out
+
+
+_UUID_GROUPS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+
+
+def _iso_text(column: Any, dialect: str) -> ColumnElement[str]:
+    """A UTC timestamp column as `datetime.isoformat()` renders it once tagged UTC
+    (`2026-03-10T12:01:00+00:00`, with `.ffffff` only when there are microseconds)."""
+    if dialect == "postgresql":
+        # Constants inline (`literal_column`), not parameters: the plan stays the same.
+        utc = func.timezone(literal_column("'UTC'"), column)
+        whole = func.to_char(utc, literal_column("""'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'"""))
+        fraction = func.to_char(utc, literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'"""))
+        return case(
+            (func.date_trunc(literal_column("'second'"), utc) == utc, whole), else_=fraction
+        )
+    # SQLite keeps `YYYY-MM-DD HH:MM:SS.ffffff`, already in UTC (see `UTCDateTime`).
+    raw = type_coerce(column, String)
+    seconds = func.replace(func.substr(raw, 1, 19), literal_column("' '"), literal_column("'T'"))
+    whole_raw = func.replace(raw, literal_column("' '"), literal_column("'T'"))
+    return case(
+        (func.substr(raw, 20) == literal_column("'.000000'"), seconds.op("||")(_UTC_SUFFIX)),
+        else_=whole_raw.op("||")(_UTC_SUFFIX),
+    )
+
+
+_UTC_SUFFIX: ColumnElement[str] = literal_column("'+00:00'")
+
+
+def _event_columns(dialect: str) -> tuple[SQLCoreOperations[Any], ...]:
+    """What the flusher reads of a record to ship it, ids and timestamps already rendered as
+    the event's text, so it builds no UUID or datetime object per record."""
+    return (
+        _uuid_text(UsageRecord.id, dialect).label("id"),
+        _uuid_text(UsageRecord.org_id, dialect).label("org_id"),
+        _uuid_text(UsageRecord.instance_id, dialect).label("instance_id"),
+        UsageRecord.tier,
+        UsageRecord.minutes,
+        UsageRecord.billable_minutes,
+        UsageRecord.small_minutes,
+        _iso_text(UsageRecord.interval_end, dialect).label("interval_end"),
+        _iso_text(UsageRecord.period_start, dialect).label("period_start"),
+    )
+
+
+def _text_ids_in(ids: Sequence[str], dialect: str) -> ColumnElement[bool]:
+    """Records whose id is one of `ids` (as `str(uuid)` renders them)."""
+    if dialect == "postgresql":
+        # One text parameter cast to uuid[] on the server: nothing to adapt per id here.
+        literal_array = "{" + ",".join(ids) + "}"
+        array = cast(bindparam("ids", literal_array, type_=String), postgresql.ARRAY(Uuid()))
+        return UsageRecord.id == any_(array)
+    return type_coerce(UsageRecord.id, String).in_([i.replace("-", "") for i in ids])
 
 
 class UsageSegmentRepository(Repository[UsageSegment]):
@@ -294,8 +346,10 @@ class UsageRecordRepository(Repository[UsageRecord]):
     ) -> Sequence[Row[*tuple[Any, ...]]]:
         """Lease the next `limit` records in one statement: an UPDATE of the oldest unleased
         pending records (picked `FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent
-        flushers never pick the same ones) to `worker_id` until `until`, returning their
-        `EVENT_COLUMNS`."""
+        flushers never pick the same ones) to `worker_id` until `until`, returning what
+        their events need: id, org_id, instance_id, tier, minutes, billable_minutes,
+        small_minutes, interval_end and period_start, ids and timestamps as the event's
+        text (`str(uuid)`, `datetime.isoformat()` in UTC)."""
         table: Table = UsageRecord.__table__  # type: ignore[assignment]
         picked = (
             select(UsageRecord.id)
@@ -311,18 +365,18 @@ class UsageRecordRepository(Repository[UsageRecord]):
             update(table)
             .where(table.c.id.in_(picked.scalar_subquery()))
             .values(claimed_by=worker_id, claim_expires_at=until)
-            .returning(*EVENT_COLUMNS)
+            .returning(*_event_columns(dialect_name(session)))
         ).all()
 
     def extend_claims(
-        self, session: Session, ids: list[uuid.UUID], *, worker_id: str, until: datetime
+        self, session: Session, ids: Sequence[str], *, worker_id: str, until: datetime
     ) -> None:
         """Move the lease of these records, still pending and claimed by `worker_id`, to
         `until`."""
         session.execute(
             update(UsageRecord)
             .where(
-                _ids_in(ids, dialect_name(session)),
+                _text_ids_in(ids, dialect_name(session)),
                 UsageRecord.claimed_by == worker_id,
                 UsageRecord.state == RecordState.PENDING.value,
             )
@@ -344,14 +398,14 @@ class UsageRecordRepository(Repository[UsageRecord]):
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def mark_claimed(
-        self, session: Session, ids: list[uuid.UUID], *, worker_id: str, **values: Any
+        self, session: Session, ids: Sequence[str], *, worker_id: str, **values: Any
     ) -> int:
         """Unclaim these records (still pending and claimed by `worker_id`), count one more
         attempt and set `values`; returns how many."""
         result = session.execute(
             update(UsageRecord)
             .where(
-                _ids_in(ids, dialect_name(session)),
+                _text_ids_in(ids, dialect_name(session)),
                 UsageRecord.claimed_by == worker_id,
                 UsageRecord.state == RecordState.PENDING.value,
             )
