@@ -19,7 +19,7 @@ from .common import (
     iso,
     metadata_matches,
     metadata_query,
-    new_id,
+    new_ids,
     page_response,
 )
 from .context import Ctx, ServerContext
@@ -63,7 +63,7 @@ def validate_batch(ctx: ServerContext, body: Any) -> list[JSON]:
     now = ctx.now()
     live_ids: set[str] | None = None
     issues: list[JSON] = []
-    rows: list[JSON] = []
+    valid: list[Any] = []
     for i, raw in enumerate(raw_events):
         loc: tuple[str | int, ...] = ("body", "events", i)
         if not isinstance(raw, dict):
@@ -89,30 +89,42 @@ def validate_batch(ctx: ServerContext, body: Any) -> list[JSON]:
                 msg = "Customer not found."
                 issues.append(issue((*loc, "customer_id"), msg, "value_error", raw["customer_id"]))
         if len(issues) == before:
-            rows.append(_row(ctx, ev, now))
+            valid.append(ev)
     if issues:
         raise ValidationFailed(issues)
+    return _rows(ctx, valid, now)
+
+
+def _rows(ctx: ServerContext, evs: list[Any], now: datetime) -> list[JSON]:
+    ingested_at = now.timestamp()
+    # A batch's events share few timestamps (a client sends minutes of usage): render each
+    # once.
+    times: dict[datetime, tuple[str | None, float]] = {}
+    rows = []
+    for ev, event_id in zip(evs, new_ids(len(evs)), strict=True):
+        ts = ev.timestamp or now
+        rendered = times.get(ts)
+        if rendered is None:
+            rendered = times[ts] = (iso(ts), ts.timestamp())
+        by_customer = isinstance(ev, EventCreateCustomer)
+        rows.append(
+            {
+                "id": event_id,
+                "organization_id": ctx.org_id,
+                "external_id": ev.external_id,
+                "name": ev.name,
+                "customer_id": str(ev.customer_id) if by_customer else None,
+                "external_customer_id": None if by_customer else ev.external_customer_id,
+                "member_id": str(ev.member_id) if by_customer and ev.member_id else None,
+                "external_member_id": None if by_customer else ev.external_member_id,
+                "parent_ref": ev.parent_id,
+                "timestamp": rendered[0],
+                "ts": rendered[1],
+                "ingested_at": ingested_at,
+                "metadata": ev.metadata,
+            }
+        )
     return rows
-
-
-def _row(ctx: ServerContext, ev: Any, now: datetime) -> JSON:
-    ts = ev.timestamp or now
-    by_customer = isinstance(ev, EventCreateCustomer)
-    return {
-        "id": new_id(),
-        "organization_id": ctx.org_id,
-        "external_id": ev.external_id,
-        "name": ev.name,
-        "customer_id": str(ev.customer_id) if by_customer else None,
-        "external_customer_id": None if by_customer else ev.external_customer_id,
-        "member_id": str(ev.member_id) if by_customer and ev.member_id else None,
-        "external_member_id": None if by_customer else ev.external_member_id,
-        "parent_ref": ev.parent_id,
-        "timestamp": iso(ts),
-        "ts": ts.timestamp(),
-        "ingested_at": now.timestamp(),
-        "metadata": ev.metadata,
-    }
 
 
 def identity_query(

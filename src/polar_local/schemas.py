@@ -45,6 +45,24 @@ Metadata = Annotated[
 
 
 def _check_event_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    # The usual event (a handful of plain keys with short strings and numbers) passes in one
+    # look at each item; anything else takes the full check below, errors in its order.
+    if len(value) <= 50:
+        for key, item in value.items():
+            if key[:1] == "_" or not 1 <= len(key) <= 40:
+                break
+            kind = type(item)
+            if kind is str:
+                if not 1 <= len(item) <= 500:
+                    break
+            elif kind is not int and kind is not float and kind is not bool:
+                break
+        else:
+            return dict(value)
+    return _check_any_event_metadata(value)
+
+
+def _check_any_event_metadata(value: dict[str, Any]) -> dict[str, Any]:
     _check_metadata_limits({k: v for k, v in value.items() if not k.startswith("_")})
     out: dict[str, Any] = {}
     for key, item in value.items():

@@ -7,11 +7,13 @@ because they are the volume, are deduplicated by a unique constraint, and are su
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,12 @@ from .tables import (
 
 MAX_LOGGED_BODY = 1024 * 1024
 _EVENT_COLUMNS = [c.name for c in events.columns if c.name != "seq"]
+_PLAIN_COLUMNS = [name for name in _EVENT_COLUMNS if name != "metadata"]
+_plain_values = itemgetter(*_PLAIN_COLUMNS)
+_INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join([*_PLAIN_COLUMNS, 'metadata'])}) "
+    f"VALUES ({', '.join('?' * (len(_PLAIN_COLUMNS) + 1))}) ON CONFLICT DO NOTHING"
+)
 
 
 @dataclass
@@ -175,8 +183,13 @@ class Store:
                     seen.add(ext)
                 fresh.append(row)
             if fresh:
-                stmt = sqlite_insert(events).on_conflict_do_nothing()
-                conn.execute(stmt, fresh)
+                # Plain tuples straight to the driver's executemany (the metadata encoded
+                # as the JSON column would): a batch is volume, not a place for per-row
+                # parameter processing.
+                conn.exec_driver_sql(
+                    _INSERT_EVENTS,
+                    [(*_plain_values(row), json.dumps(row["metadata"])) for row in fresh],
+                )
             duplicates = len(rows) - len(fresh)
             if duplicates:
                 self.incr("duplicates", duplicates, conn)
