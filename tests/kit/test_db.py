@@ -39,3 +39,25 @@ def test_on_commit_runs_after_a_commit_and_never_after_a_rollback(runtime: Runti
     with runtime.session():
         pass
     assert calls == ["committed"]
+
+
+def test_a_reader_sends_no_begin_and_hands_its_connection_back_transactional(
+    runtime: Runtime, is_postgres: bool
+) -> None:
+    with runtime.read_session() as s:
+        assert s.execute(text("SELECT 1")).scalar() == 1
+        dbapi = s.connection().connection.dbapi_connection
+        if is_postgres:
+            import psycopg
+
+            # Autocommit: the SELECT ran without a BEGIN, and no COMMIT will follow.
+            assert dbapi.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # type: ignore[union-attr]
+    if is_postgres:
+        # Back in the pool, the connection starts transactions again for a writer.
+        assert dbapi.autocommit is False  # type: ignore[union-attr]
+    # A writer that fails still loses its write, whichever pooled connection it gets.
+    with pytest.raises(RuntimeError), runtime.session() as w:
+        insert_ignore(w, clock_models.TestClockState.__table__, [{"id": 9, "now": T0}])  # type: ignore[arg-type]
+        raise RuntimeError("boom")
+    with runtime.read_session() as s:
+        assert s.execute(text("SELECT count(*) FROM test_clock_state")).scalar() == 0

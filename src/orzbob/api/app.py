@@ -87,13 +87,15 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
     install_openapi(app)
+    # Routes are matched in order, one by one: the hot paths (the billing read, heartbeats)
+    # come first after the probes, so their requests do not test every other route first.
     for router in (
         health_router,
-        accounts_router,
-        instances_router,
-        beats_router,
-        metering_router,
         billing_router,
+        beats_router,
+        instances_router,
+        accounts_router,
+        metering_router,
         credits_router,
         alerts_router,
         polar_router,

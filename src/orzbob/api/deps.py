@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,6 +77,11 @@ def json_response(model: BaseModel, *, status_code: int = 200) -> Response:
 
 
 async def get_now(runtime: RuntimeDep) -> datetime:
+    return await now_of(runtime)
+
+
+async def now_of(runtime: Runtime) -> datetime:
+    """The request's time (`NowDep` without the dependency machinery, for the hot paths)."""
     if testclock_control.is_shared(runtime):
         # An API replica under a shared test clock: another process may have advanced it.
         await run_in_threadpool(testclock_control.follow, runtime)
@@ -156,10 +162,32 @@ async def get_caller(
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
+# The hottest routes take only the request and call `caller_of`/`runtime_of`/`now_of`
+# themselves: FastAPI's dependency solving cost more per request than their whole database
+# read. `openapi_extra=BEARER` documents the token (and so its 401/403/422) as `CallerDep`
+# would, and `needs_principal` knows such a route authenticates.
+BEARER: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 
-def needs_principal(call_tree: object) -> bool:
-    """Whether a route's dependency tree authenticates the caller (FastAPI `Dependant`)."""
-    stack = [call_tree]
+
+def caller_of(request: Request) -> Caller:
+    """`CallerDep` for a route that takes only the request."""
+    scheme, raw = get_authorization_scheme_param(request.headers.get("authorization"))
+    if not raw or scheme.lower() != "bearer":
+        raise Unauthorized(BEARER_NEEDED)
+    return Caller(raw, account_service.cached_principal(raw), nul_refusal_of(request.scope))
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def needs_principal(route: object) -> bool:
+    """Whether a route authenticates the caller: through its dependency tree (FastAPI
+    `Dependant`), or by hand as a hot route documented with `openapi_extra=BEARER`."""
+    if (getattr(route, "openapi_extra", None) or {}).get("security") == BEARER["security"]:
+        return True
+    stack = [getattr(route, "dependant", None)]
     while stack:
         dependant = stack.pop()
         if getattr(dependant, "call", None) in (get_principal, get_caller):

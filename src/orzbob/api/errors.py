@@ -44,7 +44,7 @@ async def _caller_refused(request: Request) -> JSONResponse | None:
     """FastAPI reads the body before it runs dependencies; who is asking comes first, so an
     anonymous malformed body is a 401 like any other anonymous request."""
     route = request.scope.get("route")
-    if not needs_principal(getattr(route, "dependant", None)):
+    if not needs_principal(route):
         return None
     credentials = await bearer_of(request)
     try:

@@ -2,18 +2,21 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
 from orzbob.api.deps import (
-    CallerDep,
+    BEARER,
     NowDep,
     OrgAdminDep,
     RuntimeDep,
     SessionDep,
     StaffDep,
+    caller_of,
     in_transaction,
     json_response,
+    now_of,
+    runtime_of,
 )
 from orzbob.billing.schemas import BillingOut, SpendLimitIn
 from orzbob.billing.service import billing_service
@@ -22,9 +25,11 @@ from orzbob.quota.service import quota_service
 router = APIRouter(tags=["billing"])
 
 
-@router.get("/v1/billing", response_model=BillingOut)
-async def get_billing(caller: CallerDep, runtime: RuntimeDep, now: NowDep) -> Response:
+@router.get("/v1/billing", response_model=BillingOut, openapi_extra=BEARER)
+async def get_billing(request: Request) -> Response:
     """This period's usage, allowance, estimated bill, credits, forecast and throttles."""
+    caller, runtime = caller_of(request), runtime_of(request)
+    now = await now_of(runtime)
 
     def read(session: Session) -> BillingOut:
         org_id = caller.org_principal(session).org_id

@@ -82,15 +82,20 @@ class BillingRepository:
     def snapshot(
         self, session: Session, org_id: uuid.UUID, period_start: datetime, now: datetime
     ) -> BillingSnapshot:
-        used, exhausted_at, today, rollups, grants, runs, alerts = session.execute(
-            _SNAPSHOT,
-            {
-                "org_id": org_id,
-                "period_start": period_start,
-                "now": now,
-                "today": now.astimezone(UTC).date(),
-            },
-        ).one()
+        # On the session's connection: columns only, so none of the ORM's execution path.
+        used, exhausted_at, today, rollups, grants, runs, alerts = (
+            session.connection()
+            .execute(
+                _SNAPSHOT,
+                {
+                    "org_id": org_id,
+                    "period_start": period_start,
+                    "now": now,
+                    "today": now.astimezone(UTC).date(),
+                },
+            )
+            .one()
+        )
         return BillingSnapshot(
             used_small_minutes=int(used or 0),
             exhausted_at=exhausted_at,

@@ -132,6 +132,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         url, echo=echo, pool_pre_ping=False, pool_recycle=300, pool_size=10, max_overflow=10
     )
     event.listen(engine, "checkout", _refuse_dropped)
+
+    event.listen(engine, "checkin", _end_autocommit)
     return engine
 
 
@@ -161,11 +163,29 @@ def _refuse_dropped(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         raise DisconnectionError("the database closed this pooled connection")
 
 
+def _end_autocommit(dbapi_conn: Any, _record: Any) -> None:
+    # A reader's connection goes back to the pool as it came: in transactions.
+    if dbapi_conn is not None and not dbapi_conn.closed and dbapi_conn.autocommit:
+        dbapi_conn.autocommit = False
+
+
+def _begin_autocommit(_session: Session, _transaction: Any, connection: Any) -> None:
+    connection.connection.dbapi_connection.autocommit = True
+
+
 def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
     """Sessions on `engine`; `read_only` ones must not write (on SQLite they take no write
-    lock, so readers never queue behind writers)."""
+    lock, so readers never queue behind writers).
+
+    On PostgreSQL a reader runs without BEGIN and COMMIT: under READ COMMITTED every
+    statement sees its own snapshot, in a transaction or not, so they bought nothing but two
+    round trips per read. psycopg's autocommit is a client-side switch, set when the reader
+    takes its connection and cleared when the pool takes it back (`_end_autocommit`)."""
     bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
-    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
+    factory = sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
+    if read_only and engine.dialect.name == "postgresql":
+        event.listen(factory, "after_begin", _begin_autocommit)
+    return factory
 
 
 @contextmanager

@@ -32,6 +32,13 @@ _OPEN_RUNS = (
     )
     .order_by(UsageSegment.id)
 )
+# One org's (the billing read, a single heartbeat): no expanding list to render per call.
+_OPEN_RUNS_OF_ORG = (
+    select(UsageSegment, Instance)
+    .join(Instance, Instance.id == UsageSegment.instance_id)
+    .where(UsageSegment.ended_at.is_(None), UsageSegment.org_id == bindparam("org_id"))
+    .order_by(UsageSegment.id)
+)
 
 
 _ORG: BindParameter[uuid.UUID] = bindparam("org_id")
@@ -131,7 +138,10 @@ class ThrottleRepository:
         out: dict[uuid.UUID, list[tuple[UsageSegment, Instance]]] = defaultdict(list)
         if not ids:
             return out
-        rows = session.execute(_OPEN_RUNS, {"org_ids": ids}).all()
+        if len(ids) == 1:
+            rows = session.execute(_OPEN_RUNS_OF_ORG, {"org_id": ids[0]}).all()
+        else:
+            rows = session.execute(_OPEN_RUNS, {"org_ids": ids}).all()
         for seg, inst in rows:
             out[seg.org_id].append((seg, inst))
         return out
