@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from orzbob.accounts import service as accounts
 from orzbob.accounts.models import ApiToken
@@ -118,3 +118,28 @@ def test_a_nul_in_the_query_is_422_once_the_caller_is_known(
         assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
         r = client.request(method, path, headers={"Authorization": "Bearer orz_nobody"}, **body)  # type: ignore[arg-type]
         assert r.status_code == 401, r.text
+
+
+def test_a_billing_read_is_two_statements_with_open_runs(
+    cache: str, client: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
+) -> None:
+    """The token (when the cache does not know it), the org and its open runs are one
+    statement, the period's figures another; nothing else is asked of the database."""
+    org = make_org()
+    _instance(client, org)
+    _instance(client, org)
+    expected = client.get("/v1/billing", headers=org.headers).json()
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        statements.append(sql)
+
+    event.listen(runtime.engine, "before_cursor_execute", seen)
+    try:
+        r = client.get("/v1/billing", headers=org.headers)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", seen)
+    assert r.status_code == 200 and r.json() == expected
+    # SQLite's readers open their snapshot with a BEGIN of their own (PostgreSQL's send none).
+    queries = [q for q in statements if q != "BEGIN"]
+    assert len(queries) == 2, queries

@@ -71,7 +71,7 @@ def test_a_server_error_names_its_request_id(
     def boom(*_: object, **__: object) -> None:
         raise RuntimeError("simulated fault")
 
-    monkeypatch.setattr(billing_service, "read_of", boom)
+    monkeypatch.setattr(billing_service, "read", boom)
     with TestClient(app, raise_server_exceptions=False) as c:  # type: ignore[arg-type]
         r = c.get("/v1/billing", headers=org.headers)
     assert r.status_code == 500

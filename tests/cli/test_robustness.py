@@ -108,7 +108,7 @@ def test_api_error_paths_are_one_clear_line(
     def boom(*_: object, **__: object) -> None:
         raise RuntimeError("simulated fault")
 
-    monkeypatch.setattr(billing_service, "read_of", boom)
+    monkeypatch.setattr(billing_service, "read", boom)
     line = _one_line_error(cli("cloud", org.token, "billing"), "server error", "HTTP 500")
     request_id = line.rsplit("request id ", 1)[1].rstrip(")")
     assert len(request_id) == 32 and request_id != "none"

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -191,7 +192,12 @@ class AccountService:
         cached = token_cache.get(token_hash)
         if cached is not None:
             return cached
-        row = account_repository.token_with_org(session, token_hash)
+        return self.admit(token_hash, account_repository.token_with_org(session, token_hash))
+
+    def admit(self, token_hash: str, row: Any) -> Principal:
+        """The principal of a token row read by hash (`token_with_org`'s columns, or a read
+        model's that has them), now in the token cache; a revoked or unknown token (None)
+        or a deleted org is Unauthorized."""
         if row is None or row.revoked_at is not None:
             raise Unauthorized("The API token is unknown or has been revoked.")
         if row.org_id is not None and (row.Org is None or row.Org.deleted_at is not None):

@@ -138,13 +138,20 @@ class Caller:
     refusal: str | None
 
     def principal(self, session: Session) -> Principal:
-        principal = self.cached or account_service.authenticate(session, self.raw)
+        return self.admitted(self.cached or account_service.authenticate(session, self.raw))
+
+    def org_principal(self, session: Session) -> Principal:
+        return self.org_admitted(self.principal(session))
+
+    def admitted(self, principal: Principal) -> Principal:
+        """The caller authenticated elsewhere (a read model's own statement), refused as
+        `principal` would refuse it."""
         if self.refusal:
             raise Unprocessable(self.refusal)
         return principal
 
-    def org_principal(self, session: Session) -> Principal:
-        principal = self.principal(session)
+    def org_admitted(self, principal: Principal) -> Principal:
+        principal = self.admitted(principal)
         if principal.org_id is None:
             raise Forbidden(ORG_TOKENS_ONLY)
         return principal

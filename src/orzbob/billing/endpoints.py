@@ -32,9 +32,11 @@ async def get_billing(request: Request) -> Response:
     now = await now_of(runtime)
 
     def read(session: Session) -> BillingOut:
-        org_id = caller.org_principal(session).org_id
-        assert org_id is not None
-        return billing_service.read_of(session, org_id, catalog=runtime.catalog, now=now)
+        if caller.cached is not None:
+            caller.org_admitted(caller.cached)  # refused before any query, as it was known
+        principal, org, runs = billing_service.head(session, caller.raw, caller.cached)
+        caller.org_admitted(principal)
+        return billing_service.read_head(session, org, runs, catalog=runtime.catalog, now=now)
 
     return json_response(await in_transaction(runtime, read, read_only=True))
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy import BindParameter, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
+from orzbob.accounts.models import ApiToken, Org
 from orzbob.alerts.models import AlertState, BudgetAlert
 from orzbob.credits.models import CreditGrant
+from orzbob.instances.models import Instance
 from orzbob.metering.models import UsageSegment
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
@@ -78,7 +80,46 @@ _SNAPSHOT = select(
 )
 
 
+# The head of a read: the org with its open runs (each an open usage segment and its
+# instance, in ledger order), and for a token the cache does not know, the token too. One
+# statement instead of authentication, the org and the open runs each on their own.
+_RUNS = and_(UsageSegment.org_id == Org.id, UsageSegment.ended_at.is_(None))
+_ORG_HEAD = (
+    select(Org, UsageSegment, Instance)
+    .outerjoin(UsageSegment, _RUNS)
+    .outerjoin(Instance, Instance.id == UsageSegment.instance_id)
+    .where(Org.id == bindparam("org_id"))
+    .order_by(UsageSegment.id)
+)
+_TOKEN_HEAD = (
+    select(ApiToken.id, ApiToken.role, ApiToken.org_id, ApiToken.revoked_at, Org, UsageSegment)
+    .add_columns(Instance)
+    .outerjoin(Org, Org.id == ApiToken.org_id)
+    .outerjoin(UsageSegment, _RUNS)
+    .outerjoin(Instance, Instance.id == UsageSegment.instance_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+    .order_by(UsageSegment.id)
+)
+
+Runs = list[tuple[UsageSegment, Instance]]
+
+
 class BillingRepository:
+    def org_head(self, session: Session, org_id: uuid.UUID) -> tuple[Org | None, Runs]:
+        """The org (None if there is none) and its open runs."""
+        rows = session.execute(_ORG_HEAD, {"org_id": org_id}).all()
+        if not rows:
+            return None, []
+        return rows[0].Org, [(r.UsageSegment, r.Instance) for r in rows if r.UsageSegment]
+
+    def token_head(self, session: Session, token_hash: str) -> tuple[Any, Runs]:
+        """The token (`AccountRepository.token_with_org`'s row; None if unknown) and its
+        org's open runs."""
+        rows = session.execute(_TOKEN_HEAD, {"token_hash": token_hash}).all()
+        if not rows:
+            return None, []
+        return rows[0], [(r.UsageSegment, r.Instance) for r in rows if r.UsageSegment]
+
     def snapshot(
         self, session: Session, org_id: uuid.UUID, period_start: datetime, now: datetime
     ) -> BillingSnapshot:

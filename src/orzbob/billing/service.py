@@ -9,19 +9,54 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
-from orzbob.accounts.service import account_service
+from orzbob.accounts.service import Principal, account_service, hash_token
 from orzbob.alerts.service import alert_service
-from orzbob.billing.repository import billing_repository
+from orzbob.billing.repository import Runs, billing_repository
 from orzbob.billing.schemas import BillingOut, ThrottleOut, UpcomingOut
 from orzbob.catalog.models import Catalog
 from orzbob.credits.service import credit_service
+from orzbob.kit.errors import NotFound
 from orzbob.quota.allocation import org_period
 from orzbob.quota.service import PeriodFacts, quota_service
 from orzbob.throttle.status import throttle_status
 
 
 class BillingService:
-    def read(self, session: Session, org: Org, *, catalog: Catalog, now: datetime) -> BillingOut:
+    def head(
+        self, session: Session, raw_token: str, cached: Principal | None
+    ) -> tuple[Principal, Org | None, Runs]:
+        """Who is asking (a token the cache knows, or one read by hash and admitted as
+        `account_service.authenticate` would), with their org and its open runs, in one
+        statement. The org is None for a staff token or an org that is gone."""
+        if cached is not None:
+            if cached.org_id is None:
+                return cached, None, []
+            org, runs = billing_repository.org_head(session, cached.org_id)
+            return cached, org, runs
+        token_hash = hash_token(raw_token)
+        row, runs = billing_repository.token_head(session, token_hash)
+        principal = account_service.admit(token_hash, row)
+        return principal, row.Org, runs
+
+    def read_head(
+        self, session: Session, org: Org | None, runs: Runs, *, catalog: Catalog, now: datetime
+    ) -> BillingOut:
+        """`read` of the org and open runs `head` gave."""
+        if org is None or org.deleted_at is not None:
+            raise NotFound("Organization not found.")
+        return self.read(session, org, catalog=catalog, now=now, runs=runs)
+
+    def read(
+        self,
+        session: Session,
+        org: Org,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        runs: Runs | None = None,
+    ) -> BillingOut:
+        """The billing object of the org; `runs`: its open runs, when the caller has read
+        them (`head`)."""
         period = org_period(org, now)
         snap = billing_repository.snapshot(session, org.id, period.start, now)
         facts = PeriodFacts(
@@ -32,7 +67,10 @@ class BillingService:
             grants=credit_service.grants_until(session, org.id, now) if snap.grants else [],
         )
         status = quota_service.status(session, org, catalog=catalog, now=now, facts=facts)
-        pairs = throttle_status.open_runs(session, org.id) if snap.open_runs else []
+        if runs is not None:
+            pairs = runs
+        else:
+            pairs = throttle_status.open_runs(session, org.id) if snap.open_runs else []
         throttles = [
             ThrottleOut(cap=t.cap, detail=t.detail, lifts_at=t.lifts_at)
             for t in throttle_status.active(status, catalog)
