@@ -35,6 +35,7 @@ def install_hooks() -> None:
     _register(metering.last_seen_hooks, liveness.last_seen_of)
     _register(instances.run_checks, throttle_status.check_can_run)
     _register(instances.cap_checks, throttle_service.cap_check)
+    instances.quiet_clauses.setdefault(throttle_service.cap_check, throttle_service.quiet_beat)
     _register(bulk.bulk_cap_checks, throttle_service.bulk_cap_check)
     # The quota status applies credits (granted above quota, in the credits domain).
     _register(quota.credit_providers, credits_for_period)

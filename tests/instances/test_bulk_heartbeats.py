@@ -149,3 +149,26 @@ def test_a_late_beat_applies_the_missed_heartbeat_timeout(
     inst = instance(client, org, iid)
     assert (inst["state"], inst["reason"]) == ("stopped", "heartbeat_timeout")
     assert segments(runtime, iid)[0].ended_at == started
+
+
+def test_each_beat_keeps_its_own_source_whatever_it_spells(
+    client: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
+) -> None:
+    # On PostgreSQL the batch's sources travel as one array literal: a source spelled like
+    # the literal's NULL, or with its punctuation, is still that source.
+    org = make_org(plan="usage-only")
+    ids = [start(client, org) for _ in range(3)]
+    sources = ["null", "a.b-c_d", "ide"]
+    advance(runtime, 60)
+    r = client.post(
+        URL,
+        headers=org.headers,
+        json={
+            "beats": [
+                {"instance_id": i, "active": True, "source": s}
+                for i, s in zip(ids, sources, strict=True)
+            ]
+        },
+    )
+    assert r.status_code == 200 and r.json()["accepted"] == 3, r.text
+    assert [instance(client, org, i)["last_active_source"] for i in ids] == sources

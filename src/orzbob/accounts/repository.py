@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ScalarSelect, bindparam, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import ApiToken, Org
@@ -16,6 +16,15 @@ _TOKEN_WITH_ORG = (
     select(ApiToken.id, ApiToken.role, ApiToken.org_id, ApiToken.revoked_at, Org)
     .outerjoin(Org, Org.id == ApiToken.org_id)
     .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+# The org of a live org token, as a scalar subquery on the bound `token_hash`: a statement
+# that acts for the token's org reads it in its own round trip (the quick heartbeat). Built
+# once; a revoked or staff token gives no org (NULL).
+_LIVE_TOKEN_ORG: ScalarSelect[uuid.UUID | None] = (
+    select(ApiToken.org_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+    .scalar_subquery()
 )
 
 
@@ -85,6 +94,12 @@ class AccountRepository(Repository[Org]):
             # The identity map holds objects weakly: keep the org alive for the transaction.
             session.info.setdefault("loaded", []).append(row.Org)
         return row
+
+    @staticmethod
+    def live_token_org() -> ScalarSelect[uuid.UUID | None]:
+        """The org id of the unrevoked token whose hash is bound as `token_hash`, as a
+        scalar subquery (NULL for a staff token or none); the caller checks the org."""
+        return _LIVE_TOKEN_ORG
 
     def get_orgs(self, session: Session, org_ids: Sequence[uuid.UUID]) -> Sequence[Org]:
         """The org rows with these ids, deleted or not (unordered; an unknown id is absent)."""

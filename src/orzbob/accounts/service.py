@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import ORG_ROLES, STAFF_ROLES, ApiToken, Org, Role
@@ -185,6 +186,13 @@ class AccountService:
     def cached_principal(self, raw: str) -> Principal | None:
         """The principal of a token authenticated in the last 30 s, without a query."""
         return token_cache.get(hash_token(raw))
+
+    @staticmethod
+    def live_token_org() -> ColumnElement[uuid.UUID | None]:
+        """The org of the unrevoked token whose hash (`hash_token`) is bound as
+        `token_hash`, as a SQL expression (NULL for a staff token or none): a statement that
+        authenticates as it acts. The caller checks the org is live."""
+        return account_repository.live_token_org()
 
     def authenticate(self, session: Session, raw: str) -> Principal:
         """The principal a raw token stands for: from the token cache, or one query."""

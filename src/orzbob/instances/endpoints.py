@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Role
-from orzbob.accounts.service import Principal
+from orzbob.accounts.service import Principal, hash_token
 from orzbob.api.deps import (
     CallerDep,
     NowDep,
@@ -137,7 +137,24 @@ async def heartbeat(
     """A sign of life from the instance agent. When the instance has reached a cap it is
     paused at once: the response's `state`, `reason` and `notice` say so."""
 
+    timeout = timedelta(seconds=runtime.settings.heartbeat_timeout_seconds)
+
     def beat(session: Session) -> HeartbeatOut:
+        if caller.refusal is None:
+            # The common beat, authenticated as it is written; anything else (a refusal to
+            # give, a cap that may be reached) takes the full way below.
+            row = instance_service.quick_heartbeat(
+                session,
+                hash_token(caller.raw),
+                instance_id,
+                active=body.active,
+                source=body.source,
+                catalog=runtime.catalog,
+                now=now,
+                timeout=timeout,
+            )
+            if row is not None:
+                return HeartbeatOut.model_validate(row)
         done = instance_service.heartbeat(
             session,
             _org(caller.org_principal(session)),
@@ -146,7 +163,7 @@ async def heartbeat(
             source=body.source,
             catalog=runtime.catalog,
             now=now,
-            timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
+            timeout=timeout,
         )
         out = HeartbeatOut.model_validate(done.instance)
         if done.paused_by is not None and done.cap_reached_at is not None:

@@ -11,9 +11,20 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import BindParameter, Integer, Select, and_, any_, bindparam, func, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
@@ -128,6 +139,59 @@ def _sweep_statement(
     )
 
 
+@functools.lru_cache(maxsize=32)
+def _quiet_beat(catalog: Catalog) -> ColumnElement[bool]:
+    """The heartbeat prefilter (`ThrottleService.heartbeat_cut`) as one SQL condition on the
+    beaten instance (`instances`) and its org (`orgs`), built once per catalog: true only
+    when neither the instance's own caps nor, by the sweep's rule with the heartbeat's
+    margin, its org's caps can have been reached. Values that move with the clock are bound
+    parameters (`quiet_params`)."""
+    others = aliased(Instance)
+    n = (
+        select(func.count())
+        .select_from(others)
+        .where(others.org_id == Instance.org_id, others.state == State.RUNNING.value)
+        .scalar_subquery()
+    )
+    now = bindparam("q_now", type_=QuotaPeriod.period_start.type)
+    used = func.coalesce(
+        select(QuotaPeriod.used_small_minutes)
+        .where(
+            QuotaPeriod.org_id == Instance.org_id,
+            QuotaPeriod.period_start <= now,
+            QuotaPeriod.period_end > now,
+        )
+        .limit(1)
+        .scalar_subquery(),
+        0,
+    )
+    today = func.coalesce(
+        select(DailyUsage.minutes)
+        .where(
+            DailyUsage.org_id == Instance.org_id,
+            DailyUsage.day == bindparam("q_today", type_=DailyUsage.day.type),
+        )
+        .scalar_subquery(),
+        0,
+    )
+    margin = n * bindparam("q_margin", type_=Integer())
+    # Any tier, not just the plan's: an instance started under an earlier plan may still run.
+    heaviest = max(t.small_hour_weight for t in catalog.tiers)
+    started = func.coalesce(Instance.run_started_at, Instance.state_changed_at)
+    per_plan = []
+    for i, plan in enumerate(catalog.plans):
+        quiet = [
+            Org.plan_id == plan.id,
+            Instance.last_active_at > bindparam(f"q_idle_{i}", type_=Instance.last_active_at.type),
+            started > bindparam(f"q_run_{i}", type_=Instance.state_changed_at.type),
+            today + margin < plan.daily_cap_instance_hours * 60,
+        ]
+        if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
+            quiet.append(used + margin * heaviest < plan.included_small_minutes)
+        per_plan.append(and_(*quiet))
+    return and_(Org.spend_limit_cents.is_(None), or_(*per_plan))
+
+
 class ThrottleRepository:
     def open_runs(
         self, session: Session, org_ids: Iterable[uuid.UUID]
@@ -186,6 +250,20 @@ class ThrottleRepository:
             _ORG_SNAPSHOT, {"org_id": org_id, "now": now, "today": now.date()}
         ).one()
         return int(n or 0), int(u or 0), int(t or 0)
+
+    def quiet_beat(
+        self, catalog: Catalog, now: datetime, margin_minutes: int
+    ) -> tuple[ColumnElement[bool], dict[str, object]]:
+        """`_quiet_beat` for this catalog, with its parameters at `now`."""
+        params: dict[str, object] = {
+            "q_now": now,
+            "q_today": now.date(),
+            "q_margin": margin_minutes,
+        }
+        for i, plan in enumerate(catalog.plans):
+            params[f"q_idle_{i}"] = now - timedelta(minutes=plan.idle_timeout_minutes)
+            params[f"q_run_{i}"] = now - timedelta(hours=plan.continuous_cap_hours)
+        return _quiet_beat(catalog), params
 
     def oldest_counted(self, session: Session, org_ids: Sequence[uuid.UUID]) -> datetime | None:
         """How far back the least recently counted open segment of these orgs is counted."""

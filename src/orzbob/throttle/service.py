@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -385,6 +386,14 @@ class ThrottleService:
             and plan.included_small_minutes > 0
             and used + margin * heaviest >= plan.included_small_minutes
         )
+
+    def quiet_beat(
+        self, catalog: Catalog, now: datetime
+    ) -> tuple[ColumnElement[bool], dict[str, object]]:
+        """The `quiet_clauses` hook of instances for `cap_check`: `heartbeat_cut`'s
+        prefilter as a SQL condition on the beaten instance and its org, true only when the
+        prefilter would find no cap near (a beat that meets it needs no cap check)."""
+        return throttle_repository.quiet_beat(catalog, now, BULK_MARGIN_MINUTES)
 
     def cap_check(
         self, session: Session, org: Org, instance: Instance, now: datetime, catalog: Catalog
