@@ -75,7 +75,7 @@ RUNNERS = {"execute", "scalar", "scalars", "query", "get"}
 SESSION_NAMES = {"session", "s", "conn", "connection", "db"}
 SQL_ALLOWED = {"api/health.py"}
 # The kit's bulk writers, which repositories wrap.
-KIT_WRITERS = {"insert_ignore", "upsert_add", "update_by_key", "append_rows"}
+KIT_WRITERS = {"insert_ignore", "insert_ignore_pg", "upsert_add", "update_by_key", "append_rows"}
 
 
 def sql_outside_repositories(path: Path) -> list[str]:

@@ -1,7 +1,10 @@
+import time
+import uuid
+
 import pytest
 from sqlalchemy import text
 
-from orzbob.kit.db import advisory_lock, insert_ignore, on_commit
+from orzbob.kit.db import advisory_lock, insert_ignore, new_id, new_ids, on_commit
 from orzbob.runtime import Runtime
 from orzbob.testclock import models as clock_models
 from tests.conftest import T0
@@ -61,3 +64,15 @@ def test_a_reader_sends_no_begin_and_hands_its_connection_back_transactional(
         raise RuntimeError("boom")
     with runtime.read_session() as s:
         assert s.execute(text("SELECT count(*) FROM test_clock_state")).scalar() == 0
+
+
+def test_new_ids_are_uuid7_ascending_after_every_id_given_before() -> None:
+    given = [new_id(), *new_ids(500), new_id(), *new_ids(3), new_id()]
+    assert given == sorted(given)
+    assert len(set(given)) == len(given)
+    assert {u.version for u in given} == {7}
+    assert {u.variant for u in given} == {uuid.RFC_4122}
+    assert new_ids(0) == []
+    # The millisecond field: the clock's, moved on by one where ids come faster.
+    first_ms = given[0].int >> 80
+    assert abs(first_ms - time.time_ns() // 1_000_000) < 60_000

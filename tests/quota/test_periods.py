@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orzbob.accounts.models import Org
-from orzbob.quota.periods import anchored_period, period_for
+from orzbob.quota.periods import OrgPeriods, anchored_period, boundaries_between, period_for
 from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle
 from tests.quota.usage import move_clock_to, records, rollups_match_records, run
@@ -146,3 +148,35 @@ def test_billing_follows_the_subscription_period(
         "2026-04-12T08:15:00Z",
     )
     assert body["tiers"][0]["minutes"] == 10
+
+
+_INSTANTS = st.datetimes(
+    min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    signup=_INSTANTS,
+    subscription=st.none() | st.tuples(_INSTANTS, _INSTANTS),
+    instants=st.lists(_INSTANTS, min_size=1, max_size=12),
+    lengths=st.lists(st.integers(0, 90 * 24 * 3600), min_size=1, max_size=12),
+)
+def test_org_periods_answer_as_period_for_and_boundaries_between(
+    signup: datetime,
+    subscription: tuple[datetime, datetime] | None,
+    instants: list[datetime],
+    lengths: list[int],
+) -> None:
+    """The remembered period is only ever the one `period_for` gives, whatever the order of
+    the instants asked about, also for terms that do not partition time (a subscription
+    ending before it starts)."""
+    start, end = subscription or (None, None)
+    terms = {"signup_at": signup, "subscription_start": start, "subscription_end": end}
+    periods = OrgPeriods(**terms)  # type: ignore[arg-type]
+    for at, length in zip(instants, lengths * len(instants), strict=False):
+        assert periods.at(at) == period_for(at, **terms)  # type: ignore[arg-type]
+        # Nearby instants too: the ones a checkpoint asks about next.
+        for later in (at + timedelta(seconds=length), at + timedelta(minutes=1)):
+            assert periods.at(later) == period_for(later, **terms)  # type: ignore[arg-type]
+            assert periods.boundaries(at, later) == boundaries_between(at, later, **terms)  # type: ignore[arg-type]

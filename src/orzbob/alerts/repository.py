@@ -8,10 +8,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from orzbob.alerts.models import AlertState, BudgetAlert
+from orzbob.kit.db import pairs_in
 
 PeriodKey = tuple[uuid.UUID, datetime]
 ThresholdKey = tuple[str, int]
@@ -28,7 +29,7 @@ class AlertRepository:
             return out
         rows = session.scalars(
             select(BudgetAlert)
-            .where(tuple_(BudgetAlert.org_id, BudgetAlert.period_start).in_(wanted))
+            .where(pairs_in(session, (BudgetAlert.org_id, BudgetAlert.period_start), wanted))
             .execution_options(populate_existing=True)
         )
         for row in rows:

@@ -17,12 +17,12 @@ from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
-from orzbob.kit.db import new_id
+from orzbob.kit.db import new_ids
 from orzbob.kit.errors import Conflict, Unprocessable
 from orzbob.metering.models import RecordState, UsageRecord, UsageSegment
 from orzbob.metering.repository import usage_records, usage_segments
-from orzbob.quota.allocation import Allocation, UsageDraft, allocate_many
-from orzbob.quota.periods import boundaries_between
+from orzbob.quota.allocation import Allocation, UsageDraft, allocate_many, org_periods
+from orzbob.quota.periods import OrgPeriods
 
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -79,6 +79,7 @@ RECORD_COLUMNS = (
     "created_at",
     "sent_at",
 )
+_PENDING = RecordState.PENDING.value
 
 
 class RunningInstance(Protocol):
@@ -116,31 +117,32 @@ def last_seen_of(instance_id: ColumnExpressionArgument[uuid.UUID]) -> ColumnElem
     return last_seen_hooks[0](instance_id)
 
 
-def _record_row(a: Allocation, now: datetime) -> dict[str, Any]:
+def _record_values(a: Allocation, record_id: uuid.UUID, now: datetime) -> tuple[Any, ...]:
+    """A usage record's values, in `RECORD_COLUMNS` order."""
     d = a.draft
-    return {
-        "id": new_id(),
-        "org_id": d.org_id,
-        "instance_id": d.instance_id,
-        "segment_id": d.segment_id,
-        "tier": d.tier,
-        "plan_id": a.plan_id,
-        "interval_start": d.interval_start,
-        "interval_end": d.interval_end,
-        "period_start": a.period_start,
-        "minutes": d.minutes,
-        "included_minutes": a.included,
-        "overage_minutes": a.overage,
-        "billable_minutes": a.billable,
-        "small_minutes": a.small,
-        "state": RecordState.PENDING.value,
-        "claimed_by": None,
-        "claim_expires_at": None,
-        "attempts": 0,
-        "last_error": None,
-        "created_at": now,
-        "sent_at": None,
-    }
+    return (
+        record_id,
+        d.org_id,
+        d.instance_id,
+        d.segment_id,
+        d.tier,
+        a.plan_id,
+        d.interval_start,
+        d.interval_end,
+        a.period_start,
+        d.minutes,
+        a.included,
+        a.overage,
+        a.billable,
+        a.small,
+        _PENDING,
+        None,
+        None,
+        0,
+        None,
+        now,
+        None,
+    )
 
 
 def rounded_minutes(start: datetime, end: datetime) -> int:
@@ -214,10 +216,11 @@ class MeteringService:
         at_of = {segments[i.id].id: at for i, at in closes}
         limit = self.limits(session, [org], catalog=catalog, now=now, closing=at_of)
         drafts: list[UsageDraft] = []
+        periods = org_periods(org)
         for instance, at in closes:
             segment = segments[instance.id]
             end = max(min(at, limit.get(segment.id, at)), segment.counted_until)
-            drafts.extend(self._drafts(segment, org, end))
+            drafts.extend(self._drafts(segment, periods, end))
             segment.ended_at = end
         rows = self.record(session, org, drafts, catalog=catalog, now=now)
         session.flush()
@@ -251,6 +254,7 @@ class MeteringService:
         limits = self.limits(session, [orgs[o] for o in org_ids], catalog=catalog, now=now)
         cuts = self._cuts(session, org_ids, now)
         by_org: dict[uuid.UUID, list[UsageDraft]] = defaultdict(list)
+        periods = {org_id: org_periods(org) for org_id, org in orgs.items()}
         moved: list[tuple[uuid.UUID, int, datetime]] = []
         for seg in segments:
             upto = min(
@@ -261,7 +265,7 @@ class MeteringService:
             )
             if upto <= seg.counted_until:
                 continue
-            by_org[seg.org_id].extend(self._drafts(seg, orgs[seg.org_id], upto))
+            by_org[seg.org_id].extend(self._drafts(seg, periods[seg.org_id], upto))
             moved.append((seg.id, seg.emitted_minutes, seg.counted_until))
         rows = self.record_many(session, orgs, by_org, catalog=catalog, now=now)
         usage_segments.save_counters(session, moved)
@@ -284,10 +288,11 @@ class MeteringService:
         drafts: list[UsageDraft] = []
         pairs = self.lock_open_segments(session, org.id)
         limits = self.limits(session, [org], catalog=catalog, now=at) if pairs else {}
+        periods = org_periods(org)
         for segment, last_seen_at in pairs:
             upto = min(at, last_seen_at, limits.get(segment.id, at))
             if upto > segment.counted_until:
-                drafts.extend(self._drafts(segment, org, upto))
+                drafts.extend(self._drafts(segment, periods, upto))
         return len(self.record(session, org, drafts, catalog=catalog, now=at))
 
     def lock_open_segments(
@@ -328,10 +333,12 @@ class MeteringService:
         allocations = allocate_many(session, orgs, drafts_by_org, catalog=catalog, now=now)
         if not allocations:
             return []
-        rows = [_record_row(a, now) for a in allocations]
-        usage_records.append(
-            session, RECORD_COLUMNS, [tuple(r[c] for c in RECORD_COLUMNS) for r in rows]
-        )
+        values = [
+            _record_values(a, record_id, now)
+            for a, record_id in zip(allocations, new_ids(len(allocations)), strict=True)
+        ]
+        usage_records.append(session, RECORD_COLUMNS, values)
+        rows = [dict(zip(RECORD_COLUMNS, v, strict=True)) for v in values]
         for tier, n in Counter(a.draft.tier for a in allocations).items():
             metrics.usage_records_total.labels(tier=tier).inc(n)
         for hook in usage_recorded_hooks:
@@ -339,7 +346,7 @@ class MeteringService:
         return rows
 
     def _drafts(
-        self, segment: UsageSegment | OpenSegment, org: Org, upto: datetime
+        self, segment: UsageSegment | OpenSegment, periods: OrgPeriods, upto: datetime
     ) -> list[UsageDraft]:
         """Turn [counted_until, upto] into drafts, split at period boundaries and midnights.
 
@@ -347,13 +354,7 @@ class MeteringService:
         exactly its rounded length. Mutates the segment's counters.
         """
         drafts: list[UsageDraft] = []
-        points = boundaries_between(
-            segment.counted_until,
-            upto,
-            signup_at=org.signup_at,
-            subscription_start=org.subscription_period_start,
-            subscription_end=org.subscription_period_end,
-        )
+        points = periods.boundaries(segment.counted_until, upto)
         start = segment.counted_until
         for point in [*points, upto]:
             target = rounded_minutes(segment.started_at, point)

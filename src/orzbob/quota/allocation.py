@@ -4,12 +4,13 @@ Quota owns the allowance and the rollups; metering writes the usage records."""
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from orzbob.accounts.models import Org
 from orzbob.catalog.models import Catalog
@@ -17,7 +18,7 @@ from orzbob.kit import metrics
 from orzbob.kit.db import on_commit
 from orzbob.kit.money import to_cents
 from orzbob.quota.models import QuotaPeriod
-from orzbob.quota.periods import Period, period_for
+from orzbob.quota.periods import OrgPeriods, Period, period_for
 from orzbob.quota.repository import quota_repository
 
 _EPSILON = timedelta(microseconds=1)
@@ -40,6 +41,15 @@ class UsageDraft:
 def org_period(org: Org, at: datetime) -> Period:
     return period_for(
         at,
+        signup_at=org.signup_at,
+        subscription_start=org.subscription_period_start,
+        subscription_end=org.subscription_period_end,
+    )
+
+
+def org_periods(org: Org) -> OrgPeriods:
+    """The org's periods, for loops over many instants (see `OrgPeriods`)."""
+    return OrgPeriods(
         signup_at=org.signup_at,
         subscription_start=org.subscription_period_start,
         subscription_end=org.subscription_period_end,
@@ -75,6 +85,42 @@ def lock_periods(
         ],
     )
     return quota_repository.lock_periods(session, {(org_id, p.start) for org_id, p in wanted})
+
+
+def _lock_period_values(
+    session: Session, wanted: dict[tuple[uuid.UUID, datetime], Period]
+) -> dict[tuple[uuid.UUID, datetime], tuple[int, datetime | None, str | None, int | None]]:
+    """`lock_periods` as plain values (see `quota_repository.lock_period_values`)."""
+    quota_repository.insert_periods(
+        session,
+        [
+            {
+                "org_id": org_id,
+                "period_start": start,
+                "period_end": wanted[(org_id, start)].end,
+                "used_small_minutes": 0,
+                "exhausted_at": None,
+            }
+            for org_id, start in sorted(wanted)
+        ],
+    )
+    return quota_repository.lock_period_values(session, wanted)
+
+
+def _sync_loaded_periods(
+    session: Session,
+    values: dict[tuple[uuid.UUID, datetime], tuple[int, datetime | None, str | None, int | None]],
+) -> None:
+    """Period rows this session already holds as ORM objects show what the database now
+    holds (as a locking read that refreshed them would), with nothing to flush."""
+    identity_map = session.identity_map
+    if not identity_map:
+        return
+    for key, row in values.items():
+        qp = identity_map.get(identity_key(QuotaPeriod, key))
+        if qp is not None:
+            for name, value in zip(_PERIOD_COLUMNS, row, strict=True):
+                set_committed_value(qp, name, value)
 
 
 @dataclass(slots=True)
@@ -117,75 +163,81 @@ def allocate_many(
     """Consume each org's allowance by its drafts, in order, and update the period, tier and
     daily rollups, all in the caller's transaction (the period rows stay locked until it
     ends). Returns the allocations, for the caller to record in the same transaction."""
-    placed: list[tuple[UsageDraft, Period, datetime]] = []
+    # Each org's drafts with the period they belong to and its owning instant, orgs in id
+    # order (the order the allowance is consumed in, and the period rows are locked in).
+    placed: list[tuple[uuid.UUID, list[tuple[UsageDraft, Period, datetime]]]] = []
+    wanted: dict[tuple[uuid.UUID, datetime], Period] = {}
     for org_id in sorted(drafts_by_org):
-        org = orgs[org_id]
+        periods_of = org_periods(orgs[org_id])
+        items = []
+        last: Period | None = None
         for draft in drafts_by_org[org_id]:
             instant = _owning_instant(draft)
-            placed.append((draft, org_period(org, instant), instant))
+            period = periods_of.at(instant)
+            if period is not last:
+                wanted[(org_id, period.start)] = last = period
+            items.append((draft, period, instant))
+        if items:
+            placed.append((org_id, items))
     if not placed:
         return []
-    periods = lock_periods(session, {(d.org_id, p) for d, p, _ in placed})
-    tier_sums: dict[tuple[uuid.UUID, datetime, str], list[int]] = defaultdict(
-        lambda: [0, 0, 0, 0, 0]
-    )
-    day_sums: dict[tuple[uuid.UUID, date], int] = defaultdict(int)
-    out: list[Allocation] = []
+    locked = _lock_period_values(session, wanted)
     base_cents = {p.id: to_cents(p.monthly_base) for p in catalog.plans}
-    # Each period's new values, written in one statement at the end (the rows are locked).
-    state = {
-        key: _PeriodState(qp.used_small_minutes, qp.exhausted_at, qp.plan_id, qp.monthly_base_cents)
-        for key, qp in periods.items()
-    }
-    for draft, period, instant in placed:
-        org = orgs[draft.org_id]
-        plan = catalog.plan(org.plan_id)
-        st = state[(org.id, period.start)]
-        weight = catalog.tier(draft.tier).small_hour_weight
-        remaining = max(0, plan.included_small_minutes - st.used)
-        # Whole minutes only: a minute that does not fit the allowance entirely is overage.
-        included = min(draft.minutes, remaining // weight)
-        overage = draft.minutes - included
-        small = included * weight
-        billable = overage if plan.bills_overage else 0
-        st.used += small
-        st.plan_id = plan.id
-        st.base_cents = base_cents[plan.id]
-        if (
-            st.exhausted_at is None
-            and plan.included_small_minutes > 0
-            and (overage > 0 or st.used >= plan.included_small_minutes)
-        ):
-            # The moment the last included minute was used, not the end of the record that
-            # crossed (records run up to a day long, split only at midnights).
-            st.exhausted_at = min(
-                draft.interval_end, draft.interval_start + timedelta(minutes=included)
-            )
-            on_commit(session, metrics.quota_exceeded_total.labels(plan=plan.id).inc)
-        sums = tier_sums[(org.id, period.start, draft.tier)]
-        sums[0] += draft.minutes
-        sums[1] += included
-        sums[2] += overage
-        sums[3] += billable
-        sums[4] += small
-        day_sums[(org.id, instant.date())] += draft.minutes
-        out.append(Allocation(draft, plan.id, period.start, included, overage, billable, small))
-    changed = []
-    for key, st in sorted(state.items()):
-        qp = periods[key]
-        values = (st.used, st.exhausted_at, st.plan_id, st.base_cents)
-        if values != (qp.used_small_minutes, qp.exhausted_at, qp.plan_id, qp.monthly_base_cents):
-            changed.append((*key, *values))
-            # The locked ORM rows stay what the database now holds, with nothing to flush.
-            for name, value in zip(_PERIOD_COLUMNS, values, strict=True):
-                set_committed_value(qp, name, value)
-    quota_repository.save_periods(session, _PERIOD_COLUMNS, changed)
-    quota_repository.add_to_tier_rollups(
-        session,
-        [
+    weights: dict[str, int] = {}
+    out: list[Allocation] = []
+    changed: list[tuple[Any, ...]] = []
+    tier_rows: list[dict[str, Any]] = []
+    day_rows: list[dict[str, Any]] = []
+    for org_id, items in placed:
+        plan = catalog.plan(orgs[org_id].plan_id)
+        allowance = plan.included_small_minutes
+        # Each period's new values, written in one statement at the end (the rows are locked).
+        state: dict[datetime, _PeriodState] = {}
+        tier_sums: dict[tuple[datetime, str], list[int]] = {}
+        day_sums: dict[date, int] = {}
+        for draft, period, instant in items:
+            st = state.get(period.start)
+            if st is None:
+                st = state[period.start] = _PeriodState(*locked[(org_id, period.start)])
+            weight = weights.get(draft.tier)
+            if weight is None:
+                weight = weights[draft.tier] = catalog.tier(draft.tier).small_hour_weight
+            remaining = max(0, allowance - st.used)
+            # Whole minutes only: a minute that does not fit the allowance entirely is overage.
+            included = min(draft.minutes, remaining // weight)
+            overage = draft.minutes - included
+            small = included * weight
+            billable = overage if plan.bills_overage else 0
+            st.used += small
+            st.plan_id = plan.id
+            st.base_cents = base_cents[plan.id]
+            if st.exhausted_at is None and allowance > 0 and (overage > 0 or st.used >= allowance):
+                # The moment the last included minute was used, not the end of the record
+                # that crossed (records run up to a day long, split only at midnights).
+                st.exhausted_at = min(
+                    draft.interval_end, draft.interval_start + timedelta(minutes=included)
+                )
+                on_commit(session, metrics.quota_exceeded_total.labels(plan=plan.id).inc)
+            sums = tier_sums.get((period.start, draft.tier))
+            if sums is None:
+                sums = tier_sums[(period.start, draft.tier)] = [0, 0, 0, 0, 0]
+            sums[0] += draft.minutes
+            sums[1] += included
+            sums[2] += overage
+            sums[3] += billable
+            sums[4] += small
+            day = instant.date()
+            day_sums[day] = day_sums.get(day, 0) + draft.minutes
+            out.append(Allocation(draft, plan.id, period.start, included, overage, billable, small))
+        for start, st in sorted(state.items()):
+            values = (st.used, st.exhausted_at, st.plan_id, st.base_cents)
+            if values != locked[(org_id, start)]:
+                changed.append((org_id, start, *values))
+                locked[(org_id, start)] = values
+        tier_rows.extend(
             {
                 "org_id": org_id,
-                "period_start": ps,
+                "period_start": start,
                 "tier": tier,
                 "minutes": m,
                 "included_minutes": inc,
@@ -193,12 +245,14 @@ def allocate_many(
                 "billable_minutes": bill,
                 "small_minutes": small,
             }
-            for (org_id, ps, tier), (m, inc, ovg, bill, small) in sorted(tier_sums.items())
-        ],
-    )
-    quota_repository.add_to_daily_usage(
-        session,
-        [{"org_id": org_id, "day": d, "minutes": m} for (org_id, d), m in sorted(day_sums.items())],
-    )
+            for (start, tier), (m, inc, ovg, bill, small) in sorted(tier_sums.items())
+        )
+        day_rows.extend(
+            {"org_id": org_id, "day": d, "minutes": m} for d, m in sorted(day_sums.items())
+        )
+    quota_repository.save_periods(session, _PERIOD_COLUMNS, changed)
+    _sync_loaded_periods(session, locked)
+    quota_repository.add_to_tier_rollups(session, tier_rows)
+    quota_repository.add_to_daily_usage(session, day_rows)
     session.flush()
     return out

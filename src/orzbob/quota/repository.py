@@ -8,11 +8,11 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orzbob.kit.bulk import update_by_key
-from orzbob.kit.db import insert_ignore, one_of, upsert_add
+from orzbob.kit.bulk import insert_ignore_pg, update_by_key
+from orzbob.kit.db import insert_ignore, one_of, pairs_in, upsert_add
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
 
@@ -24,12 +24,35 @@ class QuotaRepository:
         of the transaction; by key (a key without a row is absent)."""
         stmt = (
             select(QuotaPeriod)
-            .where(tuple_(QuotaPeriod.org_id, QuotaPeriod.period_start).in_(sorted(keys)))
+            .where(pairs_in(session, (QuotaPeriod.org_id, QuotaPeriod.period_start), sorted(keys)))
             .order_by(QuotaPeriod.org_id, QuotaPeriod.period_start)
             .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
         return {(qp.org_id, qp.period_start): qp for qp in session.scalars(stmt)}
+
+    def lock_period_values(
+        self, session: Session, keys: Iterable[tuple[uuid.UUID, datetime]]
+    ) -> dict[tuple[uuid.UUID, datetime], tuple[int, datetime | None, str | None, int | None]]:
+        """`lock_periods` as plain values (used small minutes, exhausted at, plan id, monthly
+        base in cents) instead of ORM objects: the same locks, taken in the same order."""
+        stmt = (
+            select(
+                QuotaPeriod.org_id,
+                QuotaPeriod.period_start,
+                QuotaPeriod.used_small_minutes,
+                QuotaPeriod.exhausted_at,
+                QuotaPeriod.plan_id,
+                QuotaPeriod.monthly_base_cents,
+            )
+            .where(pairs_in(session, (QuotaPeriod.org_id, QuotaPeriod.period_start), sorted(keys)))
+            .order_by(QuotaPeriod.org_id, QuotaPeriod.period_start)
+            .with_for_update(key_share=True)
+        )
+        return {
+            (org_id, start): (int(used), exhausted_at, plan_id, cents)
+            for org_id, start, used, exhausted_at, plan_id, cents in session.execute(stmt)
+        }
 
     def period(
         self, session: Session, org_id: uuid.UUID, period_start: datetime
@@ -63,7 +86,9 @@ class QuotaRepository:
                     QuotaTierRollup.tier,
                     QuotaTierRollup.minutes,
                     QuotaTierRollup.billable_minutes,
-                ).where(tuple_(QuotaTierRollup.org_id, QuotaTierRollup.period_start).in_(keys))
+                ).where(
+                    pairs_in(session, (QuotaTierRollup.org_id, QuotaTierRollup.period_start), keys)
+                )
             )
         ]
 
@@ -95,7 +120,9 @@ class QuotaRepository:
     def insert_periods(self, session: Session, rows: Sequence[dict[str, Any]]) -> int:
         """Insert period rows, leaving alone (neither changed nor locked) those that exist;
         returns how many were inserted."""
-        return insert_ignore(session, QuotaPeriod.__table__, rows)  # type: ignore[arg-type]
+        table = QuotaPeriod.__table__
+        inserted = insert_ignore_pg(session, table, rows)  # type: ignore[arg-type]
+        return insert_ignore(session, table, rows) if inserted is None else inserted  # type: ignore[arg-type]
 
     def save_periods(
         self, session: Session, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]

@@ -10,6 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
@@ -91,13 +93,22 @@ def _sweep_statement(
         .where(Instance.state == State.RUNNING.value)
         .group_by(Instance.org_id)
     )
+
+    def scope(column: Any) -> ColumnElement[bool]:
+        # On PostgreSQL, as an index condition of each joined table too (see below).
+        return column == any_(bindparam("org_ids", type_=ARRAY(Instance.org_id.type)))
+
     if scoped:
         grouped = grouped.where(
-            Instance.org_id == any_(bindparam("org_ids", type_=ARRAY(Instance.org_id.type)))
+            scope(Instance.org_id)
             if postgres
             else Instance.org_id.in_(bindparam("org_ids", expanding=True))
         )
     running = grouped.subquery()
+
+    def joined_scope(column: Any) -> ColumnElement[bool]:
+        return scope(column) if scoped and postgres else true()
+
     now = bindparam("now", type_=QuotaPeriod.period_start.type)
     margin = bindparam("margin", type_=Integer())
     used = func.coalesce(QuotaPeriod.used_small_minutes, 0)
@@ -114,13 +125,17 @@ def _sweep_statement(
         if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
             reasons.append(used + running.c.n * heaviest * margin >= plan.included_small_minutes)
         per_plan.append(and_(Org.plan_id == plan.id, or_(*reasons)))
+    # Scoped, each joined table is also limited to `org_ids` on its own key (the same rows:
+    # the join is on the org): an index condition, where the join alone hashed the whole of
+    # orgs and quota_periods for every checkpoint batch.
     return (
         select(running.c.org_id)
-        .join(Org, Org.id == running.c.org_id)
+        .join(Org, and_(Org.id == running.c.org_id, joined_scope(Org.id)))
         .outerjoin(
             QuotaPeriod,
             and_(
                 QuotaPeriod.org_id == running.c.org_id,
+                joined_scope(QuotaPeriod.org_id),
                 QuotaPeriod.period_start <= now,
                 QuotaPeriod.period_end > now,
             ),
@@ -129,6 +144,7 @@ def _sweep_statement(
             DailyUsage,
             and_(
                 DailyUsage.org_id == running.c.org_id,
+                joined_scope(DailyUsage.org_id),
                 DailyUsage.day == bindparam("today", type_=DailyUsage.day.type),
             ),
         )
@@ -284,6 +300,8 @@ class ThrottleRepository:
             .join(Org, Org.id == Instance.org_id)
             .where(
                 one_of(session, Instance.org_id, sorted(org_ids)),
+                # The same orgs (the join is on the org): the orgs' index condition.
+                one_of(session, Org.id, sorted(org_ids)),
                 Instance.state == State.RUNNING.value,
                 Org.spend_limit_cents.is_not(None),
             )
@@ -305,6 +323,8 @@ class ThrottleRepository:
             )
             .where(
                 one_of(session, QuotaTierRollup.org_id, sorted(out)),
+                # The same orgs (the join is on the org): the periods' index condition.
+                one_of(session, QuotaPeriod.org_id, sorted(out)),
                 QuotaPeriod.period_start <= now,
                 QuotaPeriod.period_end > now,
             )
