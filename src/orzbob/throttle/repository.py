@@ -155,6 +155,23 @@ def _sweep_statement(
     )
 
 
+def _clock_params(
+    catalog: Catalog, now: datetime, margin_minutes: int, *, prefix: str = ""
+) -> dict[str, object]:
+    """The bound values of the sweep's statement (`_sweep_statement`) or, with `prefix`
+    "q_", of the heartbeat's quiet condition (`_quiet_beat`) at `now`: the clock, today, the
+    margin, and each plan's idle and continuous-run thresholds."""
+    params: dict[str, object] = {
+        f"{prefix}now": now,
+        f"{prefix}today": now.date(),
+        f"{prefix}margin": margin_minutes,
+    }
+    for i, plan in enumerate(catalog.plans):
+        params[f"{prefix}idle_{i}"] = now - timedelta(minutes=plan.idle_timeout_minutes)
+        params[f"{prefix}run_{i}"] = now - timedelta(hours=plan.continuous_cap_hours)
+    return params
+
+
 @functools.lru_cache(maxsize=32)
 def _quiet_beat(catalog: Catalog) -> ColumnElement[bool]:
     """The heartbeat prefilter (`ThrottleService.heartbeat_cut`) as one SQL condition on the
@@ -245,14 +262,7 @@ class ThrottleRepository:
         `spend_bounds`). The exact moment is computed per org after."""
         postgres = dialect_name(session) == "postgresql"
         stmt = _sweep_statement(catalog, org_ids is not None, spend_limited, postgres)
-        params: dict[str, object] = {
-            "now": now,
-            "today": now.date(),
-            "margin": margin_minutes,
-        }
-        for i, plan in enumerate(catalog.plans):
-            params[f"idle_{i}"] = now - timedelta(minutes=plan.idle_timeout_minutes)
-            params[f"run_{i}"] = now - timedelta(hours=plan.continuous_cap_hours)
+        params = _clock_params(catalog, now, margin_minutes)
         if org_ids is not None:
             params["org_ids"] = list(org_ids)
         return list(dict.fromkeys(session.scalars(stmt, params)))
@@ -271,15 +281,7 @@ class ThrottleRepository:
         self, catalog: Catalog, now: datetime, margin_minutes: int
     ) -> tuple[ColumnElement[bool], dict[str, object]]:
         """`_quiet_beat` for this catalog, with its parameters at `now`."""
-        params: dict[str, object] = {
-            "q_now": now,
-            "q_today": now.date(),
-            "q_margin": margin_minutes,
-        }
-        for i, plan in enumerate(catalog.plans):
-            params[f"q_idle_{i}"] = now - timedelta(minutes=plan.idle_timeout_minutes)
-            params[f"q_run_{i}"] = now - timedelta(hours=plan.continuous_cap_hours)
-        return _quiet_beat(catalog), params
+        return _quiet_beat(catalog), _clock_params(catalog, now, margin_minutes, prefix="q_")
 
     def oldest_counted(self, session: Session, org_ids: Sequence[uuid.UUID]) -> datetime | None:
         """How far back the least recently counted open segment of these orgs is counted."""
