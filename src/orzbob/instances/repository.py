@@ -165,10 +165,9 @@ class InstanceRepository(Repository[Instance]):
         instance `instance_id` of the org `token_org` gives (a live one), not stopped, and
         when running seen since `seen_after` and meeting every `quiet` condition, gets the
         beat at `now` (times only move forward; `active` from `source`); its row as written,
-        or None (nothing written; always on SQLite). The row lock is the UPDATE's own."""
+        or None (nothing written). PostgreSQL only: the caller checks the database. The row
+        lock is the UPDATE's own."""
         dialect = session.get_bind().dialect
-        if dialect.name != "postgresql":
-            return None
         # psycopg binds the values as they are (aware datetimes, UUIDs) and the SQL casts them;
         # timestamps come back in the session's time zone and are given in UTC, as the
         # columns' type gives them.

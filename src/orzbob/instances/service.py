@@ -30,7 +30,7 @@ from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, Reason
 from orzbob.instances.providers import Provider, default_provider
 from orzbob.instances.repository import instance_repository
 from orzbob.kit import metrics
-from orzbob.kit.db import on_commit
+from orzbob.kit.db import dialect_name, on_commit
 from orzbob.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
 from orzbob.metering import service as metering
 from orzbob.metering.service import metering_service
@@ -256,6 +256,8 @@ class InstanceService:
         pauses nothing. Anything else, rare, is left to the full way: unknown or refused
         tokens and ids, stopped instances, a late sweep, a cap that may be reached. PostgreSQL
         only (None on SQLite)."""
+        if dialect_name(session) != "postgresql":
+            return None  # before any of the work below: SQLite beats always go the full way
         quiet: list[ColumnElement[bool]] = []
         params: dict[str, object] = {}
         for check in cap_checks:
