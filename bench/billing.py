@@ -45,6 +45,11 @@ class Ids:
         self.n += 1
         return uuid.UUID(int=self.base + self.n)
 
+    def text(self) -> str:
+        """The next id as PostgreSQL's undashed text form (no UUID object to build)."""
+        self.n += 1
+        return f"{self.base + self.n:032x}"
+
 
 def load(url: str, orgs: int, records: int) -> list[str]:
     """Bulk-load `orgs` orgs on the base plan with `records` usage records in the current
@@ -101,6 +106,26 @@ def load(url: str, orgs: int, records: int) -> list[str]:
             "overage_minutes, billable_minutes, small_minutes, state, attempts, created_at, "
             "sent_at) FROM STDIN"
         ) as cp:
+            # Rows go as preformatted text in large chunks: `write_row` per record made the
+            # load client-bound (about 9 µs a row). Timestamps and days are memoised per minute.
+            stamps: dict[int, str] = {}
+
+            days_of: dict[int, date] = {}
+
+            def stamp(minute: int) -> str:
+                if (text_ := stamps.get(minute)) is None:
+                    text_ = stamps[minute] = str(period.start + timedelta(minutes=minute))
+                return text_
+
+            def day_ending(minute: int) -> date:
+                if (day := days_of.get(minute)) is None:
+                    end = period.start + timedelta(minutes=minute, microseconds=-1)
+                    day = days_of[minute] = end.date()
+                return day
+
+            head, start_text = f"\t{PLAN}\t", str(period.start)
+            allowance = plan.included_small_minutes
+            lines: list[str] = []
             per_org, extra = divmod(records, orgs)
             for o, oid in enumerate(org_ids):
                 n = per_org + (1 if o < extra else 0)
@@ -110,28 +135,37 @@ def load(url: str, orgs: int, records: int) -> list[str]:
                 used, exhausted = 0, None
                 sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
                 daily: dict[date, int] = defaultdict(int)
+                keys = f"\t{oid}\t{inst_ids[o]}\t{seg_ids[o]}\t"
                 for i in range(n):
                     tier, weight = tiers[(o + i) % len(tiers)]
-                    end = period.start + timedelta(minutes=int((i + 1) * step))
+                    end_minute = int((i + 1) * step)
                     minutes = max(1, min(int(step), 1 + (i * 7 + o) % 40))
-                    included = min(minutes, max(0, plan.included_small_minutes - used) // weight)
+                    left = (allowance - used) // weight if used < allowance else 0
+                    included = minutes if minutes < left else left
                     overage = minutes - included
                     used += included * weight
-                    if exhausted is None and (overage or used >= plan.included_small_minutes):
-                        exhausted = end
+                    end = stamp(end_minute)
+                    if exhausted is None and (overage or used >= allowance):
+                        exhausted = period.start + timedelta(minutes=end_minute)
                     s = sums[tier]
-                    for k, v in enumerate((minutes, included, overage, overage, included * weight)):
-                        s[k] += v
-                    daily[(end - timedelta(microseconds=1)).date()] += minutes
-                    start = end - timedelta(minutes=minutes)
-                    cp.write_row(
-                        (ids(), oid, inst_ids[o], seg_ids[o], tier, PLAN, start, end,
-                         period.start, minutes, included, overage, overage, included * weight,
-                         "sent", 1, end, end)
-                    )  # fmt: skip
+                    s[0] += minutes
+                    s[1] += included
+                    s[2] += overage
+                    s[3] += overage
+                    s[4] += included * weight
+                    daily[day_ending(end_minute)] += minutes
+                    lines.append(
+                        f"{ids.text()}{keys}{tier}{head}{stamp(end_minute - minutes)}\t{end}\t"
+                        f"{start_text}\t{minutes}\t{included}\t{overage}\t{overage}\t"
+                        f"{included * weight}\tsent\t1\t{end}\t{end}\n"
+                    )
+                if len(lines) >= 20_000:
+                    cp.write("".join(lines))
+                    lines.clear()
                 periods.append((oid, period.start, period.end, used, exhausted, PLAN))
                 rollups.extend((oid, period.start, t, *v) for t, v in sums.items())
                 days.extend((oid, d, m) for d, m in daily.items())
+            cp.write("".join(lines))
         for table, cols, data in (
             ("quota_periods", "org_id, period_start, period_end, used_small_minutes, "
              "exhausted_at, plan_id", periods),
