@@ -15,7 +15,7 @@ from orzbob.accounts import service as accounts
 from orzbob.accounts.models import ApiToken
 from orzbob.instances.models import Instance
 from orzbob.runtime import Runtime
-from tests.conftest import OrgHandle
+from tests.conftest import OrgHandle, advance
 
 
 @pytest.fixture(params=["cached", "uncached"])
@@ -143,3 +143,40 @@ def test_a_billing_read_is_two_statements_with_open_runs(
     # SQLite's readers open their snapshot with a BEGIN of their own (PostgreSQL's send none).
     queries = [q for q in statements if q != "BEGIN"]
     assert len(queries) == 2, queries
+
+
+def test_a_billing_read_with_usage_in_two_tiers_is_two_statements(
+    cache: str,
+    client: TestClient,
+    with_jobs: Runtime,
+    make_org: Callable[..., OrgHandle],
+) -> None:
+    """The period's tier rollups come with its other figures: usage does not add a
+    statement, and the figures are those of the rollups."""
+    org = make_org(plan="base-plus-usage")
+    small = _instance(client, org)
+    r = client.post("/v1/instances", headers=org.headers, json={"tier": "large"})
+    assert r.status_code == 201, r.text
+    # Each checkpoint counts up to the last beat it saw: three minutes, two of them counted.
+    for _ in range(3):
+        advance(with_jobs, 60)
+        for iid in (small, r.json()["id"]):
+            beat = client.post(
+                f"/v1/instances/{iid}/heartbeat", headers=org.headers, json={"active": True}
+            )
+            assert beat.status_code == 200, beat.text
+    expected = client.get("/v1/billing", headers=org.headers).json()
+    minutes = {t["tier"]: t["minutes"] for t in expected["tiers"] if t["minutes"]}
+    assert minutes == {"small": 2, "large": 2}, expected["tiers"]
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        statements.append(sql)
+
+    event.listen(with_jobs.engine, "before_cursor_execute", seen)
+    try:
+        r = client.get("/v1/billing", headers=org.headers)
+    finally:
+        event.remove(with_jobs.engine, "before_cursor_execute", seen)
+    assert r.status_code == 200 and r.json() == expected
+    assert len([q for q in statements if q != "BEGIN"]) == 2, statements

@@ -30,7 +30,8 @@ class BillingSnapshot:
     used_small_minutes: int
     exhausted_at: datetime | None
     today_minutes: int
-    rollups: int  # how many tier rollups the period has
+    # tier -> (minutes, included, overage, billable, small-minutes), as quota_service.rollups
+    rollups: dict[str, tuple[int, int, int, int, int]]
     grants: int  # how many credit grants up to now
     open_runs: int  # open usage segments
     has_alert: bool  # a budget alert in force this period
@@ -50,16 +51,20 @@ def _period(column: Any) -> Any:
     )
 
 
-# Built once: constructing a statement of seven subqueries costs more than running it.
+# Built once: constructing a statement of seven subqueries costs more than running it. One
+# row per tier rollup of the period (one row with no tier when it has none): the subqueries'
+# single values repeat on each.
 _SNAPSHOT = select(
+    QuotaTierRollup.tier,
+    QuotaTierRollup.minutes,
+    QuotaTierRollup.included_minutes,
+    QuotaTierRollup.overage_minutes,
+    QuotaTierRollup.billable_minutes,
+    QuotaTierRollup.small_minutes,
     _period(QuotaPeriod.used_small_minutes),
     _period(QuotaPeriod.exhausted_at),
     select(DailyUsage.minutes)
     .where(DailyUsage.org_id == _ORG, DailyUsage.day == _TODAY)
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(QuotaTierRollup)
-    .where(QuotaTierRollup.org_id == _ORG, QuotaTierRollup.period_start == _PERIOD)
     .scalar_subquery(),
     select(func.count())
     .select_from(CreditGrant)
@@ -77,7 +82,12 @@ _SNAPSHOT = select(
         BudgetAlert.state != AlertState.REARMED.value,
     )
     .scalar_subquery(),
-)
+).select_from(
+    Org.__table__.outerjoin(
+        QuotaTierRollup.__table__,
+        and_(QuotaTierRollup.org_id == Org.id, QuotaTierRollup.period_start == _PERIOD),
+    )
+).where(Org.id == _ORG)
 
 
 # The head of a read: the org with its open runs (each an open usage segment and its
@@ -124,7 +134,7 @@ class BillingRepository:
         self, session: Session, org_id: uuid.UUID, period_start: datetime, now: datetime
     ) -> BillingSnapshot:
         # On the session's connection: columns only, so none of the ORM's execution path.
-        used, exhausted_at, today, rollups, grants, runs, alerts = (
+        rows = (
             session.connection()
             .execute(
                 _SNAPSHOT,
@@ -135,13 +145,18 @@ class BillingRepository:
                     "today": now.astimezone(UTC).date(),
                 },
             )
-            .one()
+            .all()
         )
+        *_, used, exhausted_at, today, grants, runs, alerts = rows[0]
         return BillingSnapshot(
             used_small_minutes=int(used or 0),
             exhausted_at=exhausted_at,
             today_minutes=int(today or 0),
-            rollups=int(rollups or 0),
+            rollups={
+                r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
+                for r in rows
+                if r[0] is not None
+            },
             grants=int(grants or 0),
             open_runs=int(runs or 0),
             has_alert=bool(alerts),

@@ -62,7 +62,7 @@ class BillingService:
         facts = PeriodFacts(
             used_small_minutes=snap.used_small_minutes,
             exhausted_at=snap.exhausted_at,
-            rollups=quota_service.rollups(session, org.id, period.start) if snap.rollups else {},
+            rollups=snap.rollups,
             today_minutes=snap.today_minutes,
             grants=credit_service.grants_until(session, org.id, now) if snap.grants else [],
         )
