@@ -54,40 +54,44 @@ def _period(column: Any) -> Any:
 # Built once: constructing a statement of seven subqueries costs more than running it. One
 # row per tier rollup of the period (one row with no tier when it has none): the subqueries'
 # single values repeat on each.
-_SNAPSHOT = select(
-    QuotaTierRollup.tier,
-    QuotaTierRollup.minutes,
-    QuotaTierRollup.included_minutes,
-    QuotaTierRollup.overage_minutes,
-    QuotaTierRollup.billable_minutes,
-    QuotaTierRollup.small_minutes,
-    _period(QuotaPeriod.used_small_minutes),
-    _period(QuotaPeriod.exhausted_at),
-    select(DailyUsage.minutes)
-    .where(DailyUsage.org_id == _ORG, DailyUsage.day == _TODAY)
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(CreditGrant)
-    .where(CreditGrant.org_id == _ORG, CreditGrant.created_at <= _NOW)
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(UsageSegment)
-    .where(UsageSegment.org_id == _ORG, UsageSegment.ended_at.is_(None))
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(BudgetAlert)
-    .where(
-        BudgetAlert.org_id == _ORG,
-        BudgetAlert.period_start == _PERIOD,
-        BudgetAlert.state != AlertState.REARMED.value,
+_SNAPSHOT = (
+    select(
+        QuotaTierRollup.tier,
+        QuotaTierRollup.minutes,
+        QuotaTierRollup.included_minutes,
+        QuotaTierRollup.overage_minutes,
+        QuotaTierRollup.billable_minutes,
+        QuotaTierRollup.small_minutes,
+        _period(QuotaPeriod.used_small_minutes),
+        _period(QuotaPeriod.exhausted_at),
+        select(DailyUsage.minutes)
+        .where(DailyUsage.org_id == _ORG, DailyUsage.day == _TODAY)
+        .scalar_subquery(),
+        select(func.count())
+        .select_from(CreditGrant)
+        .where(CreditGrant.org_id == _ORG, CreditGrant.created_at <= _NOW)
+        .scalar_subquery(),
+        select(func.count())
+        .select_from(UsageSegment)
+        .where(UsageSegment.org_id == _ORG, UsageSegment.ended_at.is_(None))
+        .scalar_subquery(),
+        select(func.count())
+        .select_from(BudgetAlert)
+        .where(
+            BudgetAlert.org_id == _ORG,
+            BudgetAlert.period_start == _PERIOD,
+            BudgetAlert.state != AlertState.REARMED.value,
+        )
+        .scalar_subquery(),
     )
-    .scalar_subquery(),
-).select_from(
-    Org.__table__.outerjoin(
-        QuotaTierRollup.__table__,
-        and_(QuotaTierRollup.org_id == Org.id, QuotaTierRollup.period_start == _PERIOD),
+    .select_from(
+        Org.__table__.outerjoin(
+            QuotaTierRollup.__table__,
+            and_(QuotaTierRollup.org_id == Org.id, QuotaTierRollup.period_start == _PERIOD),
+        )
     )
-).where(Org.id == _ORG)
+    .where(Org.id == _ORG)
+)
 
 
 # The head of a read: the org with its open runs (each an open usage segment and its
