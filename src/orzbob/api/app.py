@@ -7,6 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from orzbob.accounts.endpoints import router as accounts_router
@@ -29,6 +30,7 @@ from orzbob.hooks import install_hooks
 from orzbob.instances.endpoints import beats_router
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
+from orzbob.kit.db import POOL_SIZE
 from orzbob.metering.endpoints import router as metering_router
 from orzbob.polar.endpoints import WEBHOOK_PATH
 from orzbob.polar.endpoints import router as polar_router
@@ -53,6 +55,13 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync endpoints run in threads, each holding a pooled connection while it works. With
+        # more threads (anyio's 40) than the pool keeps, the extra connections were opened and
+        # closed again request after request, a new PostgreSQL backend each time; as many
+        # threads as the pool keeps makes a request wait for a warm connection instead.
+        to_thread.current_default_thread_limiter().total_tokens = POOL_SIZE[
+            runtime.engine.dialect.name
+        ]
         stop = threading.Event()
         worker: threading.Thread | None = None
         if runtime.settings.test_clock:

@@ -81,6 +81,12 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
 
 
+# Connections each engine's pool keeps, by dialect; the API runs as many request threads
+# (`api.app`), and a pool lends up to MAX_OVERFLOW more (the jobs thread, a CLI command).
+POOL_SIZE = {"sqlite": 8, "postgresql": 20}
+MAX_OVERFLOW = 8
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -92,8 +98,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             url,
             echo=echo,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=8,
-            max_overflow=8,
+            pool_size=POOL_SIZE["sqlite"],
+            max_overflow=MAX_OVERFLOW,
         )
 
         @event.listens_for(engine, "connect")
@@ -136,7 +142,12 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     # with a round trip on every checkout; `_dropped` asks the socket instead (see there).
     # Recycling keeps idle connections younger than most proxies' idle timeouts.
     engine = create_engine(
-        url, echo=echo, pool_pre_ping=False, pool_recycle=300, pool_size=10, max_overflow=10
+        url,
+        echo=echo,
+        pool_pre_ping=False,
+        pool_recycle=300,
+        pool_size=POOL_SIZE["postgresql"],
+        max_overflow=MAX_OVERFLOW,
     )
     event.listen(engine, "checkout", _refuse_dropped)
 
