@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -23,6 +24,28 @@ class Role(StrEnum):
 
 ORG_ROLES = (Role.MEMBER, Role.ADMIN)
 STAFF_ROLES = (Role.SUPPORT_L1, Role.SUPPORT_L2, Role.ENGINEERING, Role.FLEET)
+
+
+class OrgFacts(Protocol):
+    """What a reader of an org's bill and caps needs of it: an `Org`, or a plain row a read
+    model built without the ORM (`billing.repository`)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def plan_id(self) -> str: ...
+    @property
+    def signup_at(self) -> datetime: ...
+    @property
+    def spend_limit_cents(self) -> int | None: ...
+    @property
+    def subscription_period_start(self) -> datetime | None: ...
+    @property
+    def subscription_period_end(self) -> datetime | None: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
 
 
 class Org(Base):

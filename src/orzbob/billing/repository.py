@@ -10,6 +10,7 @@ domains' own services still own every write and every rule.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +21,8 @@ from sqlalchemy.orm import Session
 from orzbob.accounts.models import ApiToken, Org
 from orzbob.alerts.models import AlertState, BudgetAlert
 from orzbob.credits.models import CreditGrant
-from orzbob.instances.models import Instance
-from orzbob.metering.models import UsageSegment
+from orzbob.instances.models import Instance, InstanceFacts
+from orzbob.metering.models import SegmentFacts, UsageSegment
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
 
@@ -96,43 +97,121 @@ _SNAPSHOT = (
 
 # The head of a read: the org with its open runs (each an open usage segment and its
 # instance, in ledger order), and for a token the cache does not know, the token too. One
-# statement instead of authentication, the org and the open runs each on their own.
-_RUNS = and_(UsageSegment.org_id == Org.id, UsageSegment.ended_at.is_(None))
+# statement instead of authentication, the org and the open runs each on their own. Plain
+# columns, only those the read uses, into plain rows: loading them as ORM entities cost more
+# than the rest of the statement.
+@dataclass(frozen=True, slots=True)
+class OrgRow:  # an OrgFacts
+    id: uuid.UUID
+    name: str
+    plan_id: str
+    signup_at: datetime
+    spend_limit_cents: int | None
+    subscription_period_start: datetime | None
+    subscription_period_end: datetime | None
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:  # a SegmentFacts
+    id: uuid.UUID
+    tier: str
+    started_at: datetime
+    counted_until: datetime
+    emitted_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:  # an InstanceFacts
+    id: uuid.UUID
+    name: str
+    state_changed_at: datetime
+    run_started_at: datetime | None
+    last_active_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """The token's columns `account_service.admit` reads, with its org (None for a staff
+    token)."""
+
+    id: uuid.UUID
+    role: str
+    org_id: uuid.UUID | None
+    revoked_at: datetime | None
+    Org: OrgRow | None
+
+
+_ORG_COLUMNS = (
+    Org.id,
+    Org.name,
+    Org.plan_id,
+    Org.signup_at,
+    Org.spend_limit_cents,
+    Org.subscription_period_start,
+    Org.subscription_period_end,
+    Org.deleted_at,
+)
+_RUN_COLUMNS = (
+    UsageSegment.id,
+    UsageSegment.tier,
+    UsageSegment.started_at,
+    UsageSegment.counted_until,
+    UsageSegment.emitted_minutes,
+    Instance.id,
+    Instance.name,
+    Instance.state_changed_at,
+    Instance.run_started_at,
+    Instance.last_active_at,
+)
+_TOKEN_COLUMNS = (ApiToken.id, ApiToken.role, ApiToken.org_id, ApiToken.revoked_at)
+_RUNS = Org.__table__.outerjoin(
+    UsageSegment.__table__, and_(UsageSegment.org_id == Org.id, UsageSegment.ended_at.is_(None))
+).outerjoin(Instance.__table__, Instance.id == UsageSegment.instance_id)
 _ORG_HEAD = (
-    select(Org, UsageSegment, Instance)
-    .outerjoin(UsageSegment, _RUNS)
-    .outerjoin(Instance, Instance.id == UsageSegment.instance_id)
+    select(*_ORG_COLUMNS, *_RUN_COLUMNS)
+    .select_from(_RUNS)
     .where(Org.id == bindparam("org_id"))
     .order_by(UsageSegment.id)
 )
 _TOKEN_HEAD = (
-    select(ApiToken.id, ApiToken.role, ApiToken.org_id, ApiToken.revoked_at, Org, UsageSegment)
-    .add_columns(Instance)
-    .outerjoin(Org, Org.id == ApiToken.org_id)
-    .outerjoin(UsageSegment, _RUNS)
-    .outerjoin(Instance, Instance.id == UsageSegment.instance_id)
+    select(*_TOKEN_COLUMNS, *_ORG_COLUMNS, *_RUN_COLUMNS)
+    .select_from(ApiToken.__table__.outerjoin(_RUNS, Org.id == ApiToken.org_id))
     .where(ApiToken.token_hash == bindparam("token_hash"))
     .order_by(UsageSegment.id)
 )
 
-Runs = list[tuple[UsageSegment, Instance]]
+Runs = Sequence[tuple[SegmentFacts, InstanceFacts]]
+
+
+def _runs(rows: Sequence[Any], at: int) -> Runs:
+    """The open runs of the head's rows, whose run columns start at `at`."""
+    return [
+        (SegmentRow(*r[at : at + 5]), InstanceRow(*r[at + 5 : at + 10]))
+        for r in rows
+        if r[at] is not None
+    ]
 
 
 class BillingRepository:
-    def org_head(self, session: Session, org_id: uuid.UUID) -> tuple[Org | None, Runs]:
+    def org_head(self, session: Session, org_id: uuid.UUID) -> tuple[OrgRow | None, Runs]:
         """The org (None if there is none) and its open runs."""
-        rows = session.execute(_ORG_HEAD, {"org_id": org_id}).all()
+        rows: Sequence[Any] = session.connection().execute(_ORG_HEAD, {"org_id": org_id}).all()
         if not rows:
             return None, []
-        return rows[0].Org, [(r.UsageSegment, r.Instance) for r in rows if r.UsageSegment]
+        return OrgRow(*rows[0][:8]), _runs(rows, 8)
 
-    def token_head(self, session: Session, token_hash: str) -> tuple[Any, Runs]:
-        """The token (`AccountRepository.token_with_org`'s row; None if unknown) and its
-        org's open runs."""
-        rows = session.execute(_TOKEN_HEAD, {"token_hash": token_hash}).all()
+    def token_head(self, session: Session, token_hash: str) -> tuple[TokenRow | None, Runs]:
+        """The token (None if unknown) with its org, and the org's open runs."""
+        rows: Sequence[Any] = (
+            session.connection().execute(_TOKEN_HEAD, {"token_hash": token_hash}).all()
+        )
         if not rows:
             return None, []
-        return rows[0], [(r.UsageSegment, r.Instance) for r in rows if r.UsageSegment]
+        first = rows[0]
+        org = OrgRow(*first[4:12]) if first[4] is not None else None
+        token_id, role, org_id, revoked_at = first[:4]
+        return TokenRow(token_id, role, org_id, revoked_at, org), _runs(rows, 12)
 
     def snapshot(
         self, session: Session, org_id: uuid.UUID, period_start: datetime, now: datetime

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import OrgFacts
 from orzbob.accounts.service import Principal, account_service, hash_token
 from orzbob.alerts.service import alert_service
 from orzbob.billing.repository import Runs, billing_repository
@@ -24,7 +24,7 @@ from orzbob.throttle.status import throttle_status
 class BillingService:
     def head(
         self, session: Session, raw_token: str, cached: Principal | None
-    ) -> tuple[Principal, Org | None, Runs]:
+    ) -> tuple[Principal, OrgFacts | None, Runs]:
         """Who is asking (a token the cache knows, or one read by hash and admitted as
         `account_service.authenticate` would), with their org and its open runs, in one
         statement. The org is None for a staff token or an org that is gone."""
@@ -36,10 +36,17 @@ class BillingService:
         token_hash = hash_token(raw_token)
         row, runs = billing_repository.token_head(session, token_hash)
         principal = account_service.admit(token_hash, row)
+        assert row is not None  # admit refuses an unknown token
         return principal, row.Org, runs
 
     def read_head(
-        self, session: Session, org: Org | None, runs: Runs, *, catalog: Catalog, now: datetime
+        self,
+        session: Session,
+        org: OrgFacts | None,
+        runs: Runs,
+        *,
+        catalog: Catalog,
+        now: datetime,
     ) -> BillingOut:
         """`read` of the org and open runs `head` gave."""
         if org is None or org.deleted_at is not None:
@@ -49,7 +56,7 @@ class BillingService:
     def read(
         self,
         session: Session,
-        org: Org,
+        org: OrgFacts,
         *,
         catalog: Catalog,
         now: datetime,

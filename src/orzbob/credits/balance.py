@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import OrgFacts
 from orzbob.catalog.models import Catalog
 from orzbob.credits.repository import credit_repository
 from orzbob.kit.money import ZERO, from_cents, to_cents
@@ -22,7 +22,7 @@ from orzbob.quota.service import Credits
 
 def credits_for_period(
     session: Session,
-    org: Org,
+    org: OrgFacts,
     catalog: Catalog,
     current: Period,
     now: datetime,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -35,6 +36,21 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.PAUSED: frozenset({State.RUNNING, State.STOPPED}),
     State.STOPPED: frozenset(),
 }
+
+
+class InstanceFacts(Protocol):
+    """What the caps read of a running instance: an `Instance`, or a plain row."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def state_changed_at(self) -> datetime: ...
+    @property
+    def run_started_at(self) -> datetime | None: ...
+    @property
+    def last_active_at(self) -> datetime: ...
 
 
 class Instance(Base):

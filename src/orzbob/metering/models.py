@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -14,6 +15,21 @@ class RecordState(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     DEAD = "dead"
+
+
+class SegmentFacts(Protocol):
+    """What the caps read of an open usage segment: a `UsageSegment`, or a plain row."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def counted_until(self) -> datetime: ...
+    @property
+    def emitted_minutes(self) -> int: ...
 
 
 class UsageSegment(Base):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import Org, OrgFacts
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
 from orzbob.kit.db import on_commit
@@ -38,7 +38,7 @@ class UsageDraft:
     minutes: int
 
 
-def org_period(org: Org, at: datetime) -> Period:
+def org_period(org: OrgFacts, at: datetime) -> Period:
     return period_for(
         at,
         signup_at=org.signup_at,
@@ -47,7 +47,7 @@ def org_period(org: Org, at: datetime) -> Period:
     )
 
 
-def org_periods(org: Org) -> OrgPeriods:
+def org_periods(org: OrgFacts) -> OrgPeriods:
     """The org's periods, for loops over many instants (see `OrgPeriods`)."""
     return OrgPeriods(
         signup_at=org.signup_at,

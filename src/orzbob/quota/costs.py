@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import OrgFacts
 from orzbob.catalog.models import Catalog
 from orzbob.kit.money import ZERO, from_cents, minutes_cost, to_cents
 from orzbob.quota.allocation import org_period
@@ -23,7 +23,7 @@ MAX_CARRY_PERIODS = 600
 
 
 def closed_period_costs(
-    session: Session, org: Org, catalog: Catalog, *, since: datetime, current: Period
+    session: Session, org: OrgFacts, catalog: Catalog, *, since: datetime, current: Period
 ) -> list[tuple[Period, int]]:
     """(period, gross cost in cents) of each of the org's periods from the one containing
     `since` up to `current` (excluded), oldest first. A closed period is charged the base
@@ -65,7 +65,9 @@ def closed_period_costs(
     return costs
 
 
-def _base(catalog: Catalog, org: Org, recorded: list[tuple[str | None, int | None]]) -> Decimal:
+def _base(
+    catalog: Catalog, org: OrgFacts, recorded: list[tuple[str | None, int | None]]
+) -> Decimal:
     """The base a closed period is charged: as recorded on its latest row (plan changes
     record every period they leave behind), else the org's plan, unchanged since."""
     for plan_id, cents in reversed(recorded):

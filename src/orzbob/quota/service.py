@@ -15,7 +15,7 @@ from decimal import ROUND_DOWN, Decimal
 
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import Org, OrgFacts
 from orzbob.accounts.service import Principal, account_service
 from orzbob.audit.service import audit_service
 from orzbob.catalog.models import Catalog, Plan
@@ -85,7 +85,7 @@ class QuotaStatus:
 # Credits belong to the credits domain, above quota: it registers how much credit a period's
 # gross bill absorbs (`credits.balance.credits_for_period`, through `install_hooks`).
 CreditsProvider = Callable[
-    [Session, Org, Catalog, Period, datetime, Decimal, "list[tuple[datetime, int]] | None"],
+    [Session, OrgFacts, Catalog, Period, datetime, Decimal, "list[tuple[datetime, int]] | None"],
     Credits,
 ]
 credit_providers: list[CreditsProvider] = []
@@ -93,7 +93,7 @@ credit_providers: list[CreditsProvider] = []
 
 def credits_for_period(
     session: Session,
-    org: Org,
+    org: OrgFacts,
     catalog: Catalog,
     period: Period,
     *,
@@ -147,7 +147,9 @@ class PeriodFacts:
 
 
 class QuotaService:
-    def facts(self, session: Session, org: Org, period: Period, *, now: datetime) -> PeriodFacts:
+    def facts(
+        self, session: Session, org: OrgFacts, period: Period, *, now: datetime
+    ) -> PeriodFacts:
         qp = quota_repository.period(session, org.id, period.start)
         return PeriodFacts(
             used_small_minutes=int(qp.used_small_minutes) if qp else 0,
@@ -174,7 +176,7 @@ class QuotaService:
     def status(
         self,
         session: Session,
-        org: Org,
+        org: OrgFacts,
         *,
         catalog: Catalog,
         now: datetime,

@@ -25,15 +25,15 @@ from decimal import Decimal
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import Org, OrgFacts
 from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog, Plan
-from orzbob.instances.models import Instance, Reason, State
+from orzbob.instances.models import Instance, InstanceFacts, Reason, State
 from orzbob.instances.repository import instance_repository
 from orzbob.instances.service import instance_service
 from orzbob.kit import metrics
 from orzbob.kit.money import minutes_cost
-from orzbob.metering.models import UsageSegment
+from orzbob.metering.models import SegmentFacts, UsageSegment
 from orzbob.metering.service import metering_service
 from orzbob.quota.allocation import lock_periods, org_period
 from orzbob.quota.repository import quota_repository
@@ -48,7 +48,7 @@ CENT = Decimal("0.01")
 log = logging.getLogger(__name__)
 
 
-def own_cuts(inst: Instance, plan: Plan) -> list[tuple[datetime, str]]:
+def own_cuts(inst: InstanceFacts, plan: Plan) -> list[tuple[datetime, str]]:
     """The instance's own caps, soonest first (on a tie the continuous cap names it)."""
     started = inst.run_started_at or inst.state_changed_at
     return sorted(
@@ -72,7 +72,7 @@ class ThrottleService:
     # -- exact cut moments ---------------------------------------------------------------
     def runs(
         self,
-        pairs: Sequence[tuple[UsageSegment, Instance]],
+        pairs: Sequence[tuple[SegmentFacts, InstanceFacts]],
         plan: Plan,
         catalog: Catalog,
         *,
@@ -108,7 +108,7 @@ class ThrottleService:
     def budgets(
         self,
         session: Session,
-        orgs: Sequence[Org],
+        orgs: Sequence[OrgFacts],
         runs: Mapping[uuid.UUID, list[Run]],
         *,
         catalog: Catalog,

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import Org, OrgFacts
 from orzbob.catalog.models import Catalog
-from orzbob.instances.models import Instance
+from orzbob.instances.models import Instance, InstanceFacts
 from orzbob.kit.errors import CapHolds
 from orzbob.kit.money import format_usd
-from orzbob.metering.models import UsageSegment
+from orzbob.metering.models import SegmentFacts, UsageSegment
 from orzbob.quota.service import QuotaStatus, quota_service
 from orzbob.throttle.caps import Cap, midnight_after, org_cut
 from orzbob.throttle.repository import throttle_repository
@@ -109,12 +109,12 @@ class ThrottleStatusService:
     def upcoming(
         self,
         session: Session,
-        org: Org,
+        org: OrgFacts,
         *,
         catalog: Catalog,
         now: datetime,
         status: QuotaStatus | None = None,
-        pairs: Sequence[tuple[UsageSegment, Instance]] | None = None,
+        pairs: Sequence[tuple[SegmentFacts, InstanceFacts]] | None = None,
     ) -> list[Upcoming]:
         """Caps that will be reached within the next hour if everything running keeps
         running at today's rate, soonest first. `pairs`: the org's open runs, when the
