@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,10 +23,15 @@ def main() -> None:
     args = sys.argv[1:]
     chosen = [a for a in args if a in SECTIONS] or SECTIONS
     flags = [a for a in args if a not in SECTIONS]
+    took: dict[str, float] = {}
     for name in chosen:
         module = __import__(f"bench.{name}", fromlist=["main"])
+        start = time.perf_counter()
         module.main(flags)
+        took[name] = round(time.perf_counter() - start, 1)
     print_table()
+    print("\n  sections: " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
+    print(f"  whole run: {sum(took.values()) / 60:.1f} min")
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(
@@ -34,6 +40,7 @@ def main() -> None:
                 "at": datetime.now(UTC).isoformat(),
                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                 "args": args,
+                "seconds": took,
                 "figures": RESULTS,
             },
             indent=2,
