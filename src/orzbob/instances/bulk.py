@@ -8,7 +8,8 @@ The steps, each its own short transaction:
    path, which stops the instance at its last beat (rare);
 3. caps are checked for the orgs whose instances run, before the beats' activity counts
    (the `bulk_cap_checks` hook; one org per transaction, as the sweep does);
-4. last-seen and last-active times are written, rows locked in id order first.
+4. last-seen and last-active times are written, rows locked in id order first (one
+   statement on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -119,16 +120,13 @@ class BulkBeats:
             return done.instance.state == State.STOPPED.value
 
     def _record(self, session: Session, beats: Sequence[BeatIn], now: datetime) -> int:
-        ids = [b.instance_id for b in beats]
-        locked = instance_repository.lock_unstopped_ids(session, ids)
-        instance_repository.record_beats(
+        return instance_repository.record_beats(
             session,
-            ids,
+            [b.instance_id for b in beats],
             [b.active for b in beats],
             [b.source if b.active else None for b in beats],
             now=now,
         )
-        return len(locked)
 
 
 bulk_beats = BulkBeats()

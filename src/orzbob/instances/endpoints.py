@@ -20,7 +20,9 @@ from orzbob.api.deps import (
     PrincipalDep,
     RuntimeDep,
     SessionDep,
+    bearer_of,
     caller_of,
+    get_principal,
     in_transaction,
     json_response,
     now_of,
@@ -230,14 +232,9 @@ router.add_api_route(
 beats_router = APIRouter(prefix="/v1", tags=["instances"])
 
 
-@beats_router.post("/heartbeats", response_model=BulkHeartbeatsOut)
-async def bulk_heartbeats(
-    body: BulkHeartbeats, principal: PrincipalDep, runtime: RuntimeDep, now: NowDep
+async def _bulk(
+    body: BulkHeartbeats, principal: Principal, runtime: Runtime, now: datetime
 ) -> Response:
-    """Up to 1,000 heartbeats at once, from a control plane that gathers its agents' beats.
-    An org token beats for its own instances (another org's ids count as unknown); a staff
-    token with role `fleet` for any org's. Beats for stopped instances are listed so their
-    agents can shut down; instances the beats found at a cap are paused and listed."""
     if principal.org_id is None and principal.role != Role.FLEET:
         raise Forbidden("Bulk heartbeats need an organization token or a fleet token.")
     result = await run_in_threadpool(
@@ -249,13 +246,55 @@ async def bulk_heartbeats(
         now=now,
         timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
     )
-    out = BulkHeartbeatsOut(
+    # Built from values already of the right types: nothing to validate again.
+    out = BulkHeartbeatsOut.model_construct(
         accepted=result.accepted,
         unknown=len(result.unknown_ids),
         stopped=len(result.stopped_ids),
         duplicates=result.duplicates,
         unknown_ids=result.unknown_ids,
         stopped_ids=result.stopped_ids,
-        paused=[PausedOut(instance_id=i, reason=r) for i, r in result.paused.items()],
+        paused=[
+            PausedOut.model_construct(instance_id=i, reason=r) for i, r in result.paused.items()
+        ],
     )
     return json_response(out)
+
+
+async def _common_bulk(request: Request) -> Response | None:
+    """The bulk route's fast way (`api.routes.fast_first`): a well-formed batch is parsed from
+    the raw body in one pass by pydantic's compiled validator (a third of the time of
+    `json.loads` and validating the result) and beaten as the declared endpoint beats it.
+    Anything else, None: the declared endpoint answers it, so every refusal of malformed
+    input stays FastAPI's (tests/api/test_bulk_heartbeat_input.py)."""
+    if request.headers.get("content-type") != "application/json":
+        return None
+    raw = await request.body()
+    if not raw.isascii():
+        return None  # what json.loads reads otherwise (other encodings, a BOM) is its own
+    try:
+        body = BulkHeartbeats.model_validate_json(raw)
+    except ValidationError:
+        return None
+    runtime = runtime_of(request)
+    principal = await get_principal(request, runtime, await bearer_of(request))
+    return await _bulk(body, principal, runtime, await now_of(runtime))
+
+
+async def bulk_heartbeats(
+    body: BulkHeartbeats, principal: PrincipalDep, runtime: RuntimeDep, now: NowDep
+) -> Response:
+    """Up to 1,000 heartbeats at once, from a control plane that gathers its agents' beats.
+    An org token beats for its own instances (another org's ids count as unknown); a staff
+    token with role `fleet` for any org's. Beats for stopped instances are listed so their
+    agents can shut down; instances the beats found at a cap are paused and listed."""
+    return await _bulk(body, principal, runtime, now)
+
+
+beats_router.add_api_route(
+    "/heartbeats",
+    bulk_heartbeats,
+    methods=["POST"],
+    response_model=BulkHeartbeatsOut,
+    route_class_override=fast_first(_common_bulk),
+)

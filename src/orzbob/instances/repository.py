@@ -51,17 +51,27 @@ _BEAT_LOCK = (
     .execution_options(populate_existing=True)
 )
 
+# The rows are locked in id order first (the materialized CTE), so that two overlapping
+# batches never wait on each other in a cycle, then written, in one round trip; each row gets
+# its own beat and times only move forward (every CASE reads the row as it was before).
 _PG_RECORD = text(
     """
+    WITH locked AS MATERIALIZED (
+      SELECT id FROM instances
+      WHERE id IN (SELECT unnest(CAST(:ids AS uuid[]))) AND state <> 'stopped'
+      ORDER BY id
+      FOR NO KEY UPDATE
+    )
     UPDATE instances AS i SET
       last_seen_at = CASE WHEN i.last_seen_at < :now THEN :now ELSE i.last_seen_at END,
       last_active_at = CASE WHEN b.active AND i.last_active_at <= :now THEN :now
                             ELSE i.last_active_at END,
       last_active_source = CASE WHEN b.active AND i.last_active_at <= :now THEN b.source
                                 ELSE i.last_active_source END
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:active AS boolean[]), CAST(:sources AS varchar[]))
+    FROM locked,
+      unnest(CAST(:ids AS uuid[]), CAST(:active AS boolean[]), CAST(:sources AS varchar[]))
       AS b(id, active, source)
-    WHERE i.id = b.id AND i.state <> 'stopped'
+    WHERE i.id = locked.id AND i.id = b.id AND i.state <> 'stopped'
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
@@ -296,18 +306,6 @@ class InstanceRepository(Repository[Instance]):
             stmt = stmt.where(Instance.org_id == org_id)
         return session.execute(stmt).all()
 
-    def lock_unstopped_ids(
-        self, session: Session, ids: Collection[uuid.UUID]
-    ) -> Sequence[uuid.UUID]:
-        """Lock the instances with these ids that are not stopped, in id order; their ids."""
-        # Lock in key order first: two overlapping batches never wait on each other in a cycle.
-        return session.scalars(
-            select(Instance.id)
-            .where(_ids_in(session, ids), Instance.state != State.STOPPED.value)
-            .order_by(Instance.id)
-            .with_for_update(key_share=True)
-        ).all()
-
     def record_beats(
         self,
         session: Session,
@@ -316,14 +314,13 @@ class InstanceRepository(Repository[Instance]):
         sources: list[str | None],
         *,
         now: datetime,
-    ) -> None:
-        """Write one beat per instance (`ids[k]` was active per `active[k]`, from
-        `sources[k]`, None unless active) to those not stopped; lock them first
-        (`lock_unstopped_ids`)."""
+    ) -> int:
+        """Lock the instances with these ids that are not stopped, in id order, and write one
+        beat to each (`ids[k]` was active per `active[k]`, from `sources[k]`, None unless
+        active); how many were written."""
         if dialect_name(session) == "postgresql":
-            # The whole batch in one statement, each row with its own beat; times only move
-            # forward (every CASE reads the row as it was before this statement).
-            session.execute(
+            # One statement: the lock in key order and the whole batch's write.
+            result = session.execute(
                 _PG_RECORD,
                 {
                     "now": now,
@@ -332,7 +329,14 @@ class InstanceRepository(Repository[Instance]):
                     "sources": _pg_array(sources),
                 },
             )
-            return
+            return int(result.rowcount)  # type: ignore[attr-defined]
+        # Lock in key order first: two overlapping batches never wait on each other in a cycle.
+        locked = session.scalars(
+            select(Instance.id)
+            .where(_ids_in(session, ids), Instance.state != State.STOPPED.value)
+            .order_by(Instance.id)
+            .with_for_update(key_share=True)
+        ).all()
         # One statement per kind of beat (passive, or active from one source): each row is
         # written once. Times only move forward.
         groups: dict[tuple[bool, str | None], list[uuid.UUID]] = defaultdict(list)
@@ -355,6 +359,7 @@ class InstanceRepository(Repository[Instance]):
                 .values(values)
                 .execution_options(synchronize_session=False)
             )
+        return len(locked)
 
 
 instance_repository = InstanceRepository()
