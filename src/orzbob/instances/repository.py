@@ -51,27 +51,32 @@ _BEAT_LOCK = (
     .execution_options(populate_existing=True)
 )
 
-# The rows are locked in id order first (the materialized CTE), so that two overlapping
-# batches never wait on each other in a cycle, then written, in one round trip; each row gets
-# its own beat and times only move forward (every CASE reads the row as it was before).
-_PG_RECORD = text(
+# The rows a batch of beats writes, locked in id order (two overlapping batches never wait on
+# each other in a cycle) and counted, not sent back: a thousand ids cost more to read than
+# to lock. The write comes after it as its own statement, with a snapshot taken once the
+# locks are held (one statement for both would re-check every row a concurrent batch had
+# just written).
+_PG_LOCK = text(
     """
-    WITH locked AS MATERIALIZED (
+    SELECT count(*) FROM (
       SELECT id FROM instances
       WHERE id IN (SELECT unnest(CAST(:ids AS uuid[]))) AND state <> 'stopped'
       ORDER BY id
       FOR NO KEY UPDATE
-    )
+    ) AS locked
+    """
+)
+_PG_RECORD = text(
+    """
     UPDATE instances AS i SET
       last_seen_at = CASE WHEN i.last_seen_at < :now THEN :now ELSE i.last_seen_at END,
       last_active_at = CASE WHEN b.active AND i.last_active_at <= :now THEN :now
                             ELSE i.last_active_at END,
       last_active_source = CASE WHEN b.active AND i.last_active_at <= :now THEN b.source
                                 ELSE i.last_active_source END
-    FROM locked,
-      unnest(CAST(:ids AS uuid[]), CAST(:active AS boolean[]), CAST(:sources AS varchar[]))
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:active AS boolean[]), CAST(:sources AS varchar[]))
       AS b(id, active, source)
-    WHERE i.id = locked.id AND i.id = b.id AND i.state <> 'stopped'
+    WHERE i.id = b.id AND i.state <> 'stopped'
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
@@ -315,23 +320,26 @@ class InstanceRepository(Repository[Instance]):
         *,
         now: datetime,
     ) -> int:
-        """Lock the instances with these ids that are not stopped, in id order, and write one
+        """Lock the instances with these ids that are not stopped, in id order, then write one
         beat to each (`ids[k]` was active per `active[k]`, from `sources[k]`, None unless
         active); how many were written."""
         if dialect_name(session) == "postgresql":
-            # One statement: the lock in key order and the whole batch's write.
-            result = session.execute(
+            literal = _pg_array(ids)
+            locked = int(session.execute(_PG_LOCK, {"ids": literal}).scalar_one())
+            # The whole batch in one statement, each row with its own beat; times only move
+            # forward (every CASE reads the row as it was before this statement).
+            session.execute(
                 _PG_RECORD,
                 {
                     "now": now,
-                    "ids": _pg_array(ids),
+                    "ids": literal,
                     "active": _pg_array(active),
                     "sources": _pg_array(sources),
                 },
             )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return locked
         # Lock in key order first: two overlapping batches never wait on each other in a cycle.
-        locked = session.scalars(
+        locked_ids = session.scalars(
             select(Instance.id)
             .where(_ids_in(session, ids), Instance.state != State.STOPPED.value)
             .order_by(Instance.id)
@@ -359,7 +367,7 @@ class InstanceRepository(Repository[Instance]):
                 .values(values)
                 .execution_options(synchronize_session=False)
             )
-        return len(locked)
+        return len(locked_ids)
 
 
 instance_repository = InstanceRepository()
