@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import fastapi.routing
 import pytest
 from fastapi.testclient import TestClient
 
@@ -467,3 +468,32 @@ def test_each_malformed_heartbeat_answers_as_before(
         )
         got = _answer(r)
         assert got == EXPECTED[case]
+
+
+def test_a_well_formed_beat_takes_the_fast_way_and_anything_else_the_declared_one(
+    client: TestClient, make_org: Callable[..., OrgHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast ways (`api.routes.fast_first`) serve the common single and bulk beats without
+    FastAPI's dependency solving, and leave the rest to the declared endpoints."""
+    solved: list[object] = []
+    solve = fastapi.routing.solve_dependencies
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs.get("request"))
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    org = make_org()
+    iid = client.post("/v1/instances", headers=org.headers, json={"tier": "small"}).json()["id"]
+    solved.clear()
+    r = client.post(f"/v1/instances/{iid}/heartbeat", headers=org.headers, json={"active": True})
+    assert r.status_code == 200, r.text
+    beats = {"beats": [{"instance_id": iid, "active": True}]}
+    r = client.post("/v1/heartbeats", headers=org.headers, json=beats)
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    assert solved == []
+    r = client.post(f"/v1/instances/{iid}/heartbeat", headers=org.headers, json={"active": 1})
+    assert r.status_code == 422
+    r = client.post("/v1/heartbeats", headers=org.headers, json={"beats": []})
+    assert r.status_code == 422
+    assert len(solved) == 2
