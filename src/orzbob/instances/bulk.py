@@ -72,22 +72,23 @@ class BulkBeats:
         result = BulkResult(duplicates=duplicates)
         with sessions() as session:
             rows = instance_repository.beaten(session, merged, org_id=org_id)
-        found = {r.id: r for r in rows}
+        found = {r[0] for r in rows}
         result.unknown_ids = [i for i in merged if i not in found]
         live: list[uuid.UUID] = []
         running_orgs: set[uuid.UUID] = set()
-        for r in rows:
-            if r.state == State.STOPPED.value:
-                result.stopped_ids.append(r.id)
-            elif r.state == State.RUNNING.value and r.last_seen_at < now - timeout:
-                if self._late(sessions, merged[r.id], r.org_id, catalog, now, timeout):
-                    result.stopped_ids.append(r.id)
+        stopped, running, late = State.STOPPED.value, State.RUNNING.value, now - timeout
+        for id_, org_id, state, last_seen_at in rows:
+            if state == stopped:
+                result.stopped_ids.append(id_)
+            elif state == running and last_seen_at < late:
+                if self._late(sessions, merged[id_], org_id, catalog, now, timeout):
+                    result.stopped_ids.append(id_)
                 else:
                     result.accepted += 1
             else:
-                live.append(r.id)
-                if r.state == State.RUNNING.value:
-                    running_orgs.add(r.org_id)
+                live.append(id_)
+                if state == running:
+                    running_orgs.add(org_id)
         for check in bulk_cap_checks:
             result.paused.update(check(sessions, sorted(running_orgs), now, catalog))
         if live:
@@ -119,16 +120,13 @@ class BulkBeats:
             return done.instance.state == State.STOPPED.value
 
     def _record(self, session: Session, beats: Sequence[BeatIn], now: datetime) -> int:
-        ids = [b.instance_id for b in beats]
-        locked = instance_repository.lock_unstopped_ids(session, ids)
-        instance_repository.record_beats(
+        return instance_repository.record_beats(
             session,
-            ids,
+            [b.instance_id for b in beats],
             [b.active for b in beats],
             [b.source if b.active else None for b in beats],
             now=now,
         )
-        return len(locked)
 
 
 bulk_beats = BulkBeats()

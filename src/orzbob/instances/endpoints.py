@@ -4,22 +4,31 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal, hash_token
 from orzbob.api.deps import (
+    Caller,
     CallerDep,
     NowDep,
     OrgPrincipalDep,
     PrincipalDep,
     RuntimeDep,
     SessionDep,
+    bearer_of,
+    caller_of,
+    get_principal,
     in_transaction,
     json_response,
+    now_of,
+    runtime_of,
 )
+from orzbob.api.routes import fast_first
 from orzbob.instances.bulk import BeatIn, bulk_beats
 from orzbob.instances.models import Instance, State
 from orzbob.instances.schemas import (
@@ -126,17 +135,9 @@ def stop_instance(
     return _command(instance_service.stop, instance_id, principal, runtime, session, now)
 
 
-@router.post("/{instance_id}/heartbeat", response_model=HeartbeatOut)
-async def heartbeat(
-    instance_id: uuid.UUID,
-    body: Heartbeat,
-    caller: CallerDep,
-    runtime: RuntimeDep,
-    now: NowDep,
-) -> Response:
-    """A sign of life from the instance agent. When the instance has reached a cap it is
-    paused at once: the response's `state`, `reason` and `notice` say so."""
-
+def _beat(
+    caller: Caller, instance_id: uuid.UUID, body: Heartbeat, runtime: Runtime, now: datetime
+) -> Callable[[Session], HeartbeatOut]:
     timeout = timedelta(seconds=runtime.settings.heartbeat_timeout_seconds)
 
     def beat(session: Session) -> HeartbeatOut:
@@ -173,20 +174,67 @@ async def heartbeat(
             )
         return out
 
-    return json_response(await in_transaction(runtime, beat))
+    return beat
+
+
+_INSTANCE_ID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
+
+
+async def _common_heartbeat(request: Request) -> Response | None:
+    """The heartbeat route's fast way (`api.routes.fast_first`): a well-formed beat (a JSON
+    body `Heartbeat` accepts, a valid id, a bearer token) is parsed in one pass by pydantic's
+    compiled validator, without FastAPI's body parsing and dependency solving, and beaten as
+    the declared endpoint beats it. Anything else, None: the declared endpoint answers it, so
+    every refusal of malformed input stays FastAPI's (tests/api/test_heartbeat_input.py)."""
+    if request.headers.get("content-type") != "application/json":
+        return None
+    raw = await request.body()
+    if not raw.isascii():
+        return None  # what json.loads reads otherwise (other encodings, a BOM) is its own
+    try:
+        body = Heartbeat.model_validate_json(raw)
+        instance_id = _INSTANCE_ID.validate_python(request.path_params["instance_id"])
+    except ValidationError:
+        return None
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    if not token or scheme.lower() != "bearer":
+        return None
+    caller, runtime = caller_of(request), runtime_of(request)
+    now = await now_of(runtime)
+    return json_response(
+        await in_transaction(runtime, _beat(caller, instance_id, body, runtime, now))
+    )
+
+
+async def heartbeat(
+    instance_id: uuid.UUID,
+    body: Heartbeat,
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    now: NowDep,
+) -> Response:
+    """A sign of life from the instance agent. When the instance has reached a cap it is
+    paused at once: the response's `state`, `reason` and `notice` say so."""
+    return json_response(
+        await in_transaction(runtime, _beat(caller, instance_id, body, runtime, now))
+    )
+
+
+router.add_api_route(
+    "/{instance_id}/heartbeat",
+    heartbeat,
+    methods=["POST"],
+    response_model=HeartbeatOut,
+    route_class_override=fast_first(_common_heartbeat),
+)
 
 
 beats_router = APIRouter(prefix="/v1", tags=["instances"])
 
 
-@beats_router.post("/heartbeats", response_model=BulkHeartbeatsOut)
-async def bulk_heartbeats(
-    body: BulkHeartbeats, principal: PrincipalDep, runtime: RuntimeDep, now: NowDep
+async def _bulk(
+    body: BulkHeartbeats, principal: Principal, runtime: Runtime, now: datetime
 ) -> Response:
-    """Up to 1,000 heartbeats at once, from a control plane that gathers its agents' beats.
-    An org token beats for its own instances (another org's ids count as unknown); a staff
-    token with role `fleet` for any org's. Beats for stopped instances are listed so their
-    agents can shut down; instances the beats found at a cap are paused and listed."""
     if principal.org_id is None and principal.role != Role.FLEET:
         raise Forbidden("Bulk heartbeats need an organization token or a fleet token.")
     result = await run_in_threadpool(
@@ -198,13 +246,55 @@ async def bulk_heartbeats(
         now=now,
         timeout=timedelta(seconds=runtime.settings.heartbeat_timeout_seconds),
     )
-    out = BulkHeartbeatsOut(
+    # Built from values already of the right types: nothing to validate again.
+    out = BulkHeartbeatsOut.model_construct(
         accepted=result.accepted,
         unknown=len(result.unknown_ids),
         stopped=len(result.stopped_ids),
         duplicates=result.duplicates,
         unknown_ids=result.unknown_ids,
         stopped_ids=result.stopped_ids,
-        paused=[PausedOut(instance_id=i, reason=r) for i, r in result.paused.items()],
+        paused=[
+            PausedOut.model_construct(instance_id=i, reason=r) for i, r in result.paused.items()
+        ],
     )
     return json_response(out)
+
+
+async def _common_bulk(request: Request) -> Response | None:
+    """The bulk route's fast way (`api.routes.fast_first`): a well-formed batch is parsed from
+    the raw body in one pass by pydantic's compiled validator (a third of the time of
+    `json.loads` and validating the result) and beaten as the declared endpoint beats it.
+    Anything else, None: the declared endpoint answers it, so every refusal of malformed
+    input stays FastAPI's (tests/api/test_bulk_heartbeat_input.py)."""
+    if request.headers.get("content-type") != "application/json":
+        return None
+    raw = await request.body()
+    if not raw.isascii():
+        return None  # what json.loads reads otherwise (other encodings, a BOM) is its own
+    try:
+        body = BulkHeartbeats.model_validate_json(raw)
+    except ValidationError:
+        return None
+    runtime = runtime_of(request)
+    principal = await get_principal(request, runtime, await bearer_of(request))
+    return await _bulk(body, principal, runtime, await now_of(runtime))
+
+
+async def bulk_heartbeats(
+    body: BulkHeartbeats, principal: PrincipalDep, runtime: RuntimeDep, now: NowDep
+) -> Response:
+    """Up to 1,000 heartbeats at once, from a control plane that gathers its agents' beats.
+    An org token beats for its own instances (another org's ids count as unknown); a staff
+    token with role `fleet` for any org's. Beats for stopped instances are listed so their
+    agents can shut down; instances the beats found at a cap are paused and listed."""
+    return await _bulk(body, principal, runtime, now)
+
+
+beats_router.add_api_route(
+    "/heartbeats",
+    bulk_heartbeats,
+    methods=["POST"],
+    response_model=BulkHeartbeatsOut,
+    route_class_override=fast_first(_common_bulk),
+)

@@ -51,6 +51,21 @@ _BEAT_LOCK = (
     .execution_options(populate_existing=True)
 )
 
+# The rows a batch of beats writes, locked in id order (two overlapping batches never wait on
+# each other in a cycle) and counted, not sent back: a thousand ids cost more to read than
+# to lock. The write comes after it as its own statement, with a snapshot taken once the
+# locks are held (one statement for both would re-check every row a concurrent batch had
+# just written).
+_PG_LOCK = text(
+    """
+    SELECT count(*) FROM (
+      SELECT id FROM instances
+      WHERE id IN (SELECT unnest(CAST(:ids AS uuid[]))) AND state <> 'stopped'
+      ORDER BY id
+      FOR NO KEY UPDATE
+    ) AS locked
+    """
+)
 _PG_RECORD = text(
     """
     UPDATE instances AS i SET
@@ -296,18 +311,6 @@ class InstanceRepository(Repository[Instance]):
             stmt = stmt.where(Instance.org_id == org_id)
         return session.execute(stmt).all()
 
-    def lock_unstopped_ids(
-        self, session: Session, ids: Collection[uuid.UUID]
-    ) -> Sequence[uuid.UUID]:
-        """Lock the instances with these ids that are not stopped, in id order; their ids."""
-        # Lock in key order first: two overlapping batches never wait on each other in a cycle.
-        return session.scalars(
-            select(Instance.id)
-            .where(_ids_in(session, ids), Instance.state != State.STOPPED.value)
-            .order_by(Instance.id)
-            .with_for_update(key_share=True)
-        ).all()
-
     def record_beats(
         self,
         session: Session,
@@ -316,23 +319,32 @@ class InstanceRepository(Repository[Instance]):
         sources: list[str | None],
         *,
         now: datetime,
-    ) -> None:
-        """Write one beat per instance (`ids[k]` was active per `active[k]`, from
-        `sources[k]`, None unless active) to those not stopped; lock them first
-        (`lock_unstopped_ids`)."""
+    ) -> int:
+        """Lock the instances with these ids that are not stopped, in id order, then write one
+        beat to each (`ids[k]` was active per `active[k]`, from `sources[k]`, None unless
+        active); how many were written."""
         if dialect_name(session) == "postgresql":
+            literal = _pg_array(ids)
+            locked = int(session.execute(_PG_LOCK, {"ids": literal}).scalar_one())
             # The whole batch in one statement, each row with its own beat; times only move
             # forward (every CASE reads the row as it was before this statement).
             session.execute(
                 _PG_RECORD,
                 {
                     "now": now,
-                    "ids": _pg_array(ids),
+                    "ids": literal,
                     "active": _pg_array(active),
                     "sources": _pg_array(sources),
                 },
             )
-            return
+            return locked
+        # Lock in key order first: two overlapping batches never wait on each other in a cycle.
+        locked_ids = session.scalars(
+            select(Instance.id)
+            .where(_ids_in(session, ids), Instance.state != State.STOPPED.value)
+            .order_by(Instance.id)
+            .with_for_update(key_share=True)
+        ).all()
         # One statement per kind of beat (passive, or active from one source): each row is
         # written once. Times only move forward.
         groups: dict[tuple[bool, str | None], list[uuid.UUID]] = defaultdict(list)
@@ -355,6 +367,7 @@ class InstanceRepository(Repository[Instance]):
                 .values(values)
                 .execution_options(synchronize_session=False)
             )
+        return len(locked_ids)
 
 
 instance_repository = InstanceRepository()

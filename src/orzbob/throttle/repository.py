@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -54,6 +55,7 @@ _OPEN_RUNS_OF_ORG = (
 )
 
 
+_CUSTOM_PLAN = text("SET LOCAL plan_cache_mode = force_custom_plan")
 _ORG: BindParameter[uuid.UUID] = bindparam("org_id")
 _NOW = bindparam("now", type_=QuotaPeriod.period_start.type)
 # The heartbeat's prefilter, built once.
@@ -252,6 +254,7 @@ class ThrottleRepository:
         margin_minutes: int,
         org_ids: Sequence[uuid.UUID] | None = None,
         spend_limited: bool = True,
+        custom_plan: bool = False,
     ) -> list[uuid.UUID]:
         """Orgs with a running instance that a cap may stop now, in one set-based query.
 
@@ -259,8 +262,15 @@ class ThrottleRepository:
         limits; org caps compare the rollups, plus what `margin_minutes` of every running
         instance could add, with the budgets. Every org with a spend limit is included
         unless `spend_limited` is false (the caller then bounds their spend itself, see
-        `spend_bounds`). The exact moment is computed per org after."""
+        `spend_bounds`). The exact moment is computed per org after.
+
+        `custom_plan` (PostgreSQL): plan this call for its own values, for the rest of the
+        transaction. Once psycopg prepares the statement, PostgreSQL soon settles on a generic
+        plan, which cannot see how few orgs `org_ids` holds: for the orgs of a batch of beats
+        it took 14 ms where a plan for the values takes 1.5 ms."""
         postgres = dialect_name(session) == "postgresql"
+        if custom_plan and postgres:
+            session.execute(_CUSTOM_PLAN)
         stmt = _sweep_statement(catalog, org_ids is not None, spend_limited, postgres)
         params = _clock_params(catalog, now, margin_minutes)
         if org_ids is not None:

@@ -345,6 +345,7 @@ class ThrottleService:
                 now=now,
                 margin_minutes=BULK_MARGIN_MINUTES,
                 org_ids=org_ids,
+                custom_plan=True,
             )
         return self.enforce_orgs(sessions, candidates, catalog=catalog, now=now)
 
