@@ -22,10 +22,14 @@ VOLATILE = {"id", "name"}
 
 @pytest.fixture
 def statements(runtime: Runtime) -> Iterator[list[str]]:
+    """The statements sent; on PostgreSQL, "(autocommit)" after those sent outside a
+    transaction (no BEGIN before, no COMMIT after)."""
     seen: list[str] = []
 
-    def record(*args: Any) -> None:
-        seen.append(str(args[2]))
+    def record(conn: Any, *args: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        alone = conn.dialect.name == "postgresql" and dbapi.autocommit
+        seen.append(str(args[1]) + (" (autocommit)" if alone else ""))
 
     event.listen(runtime.engine, "before_cursor_execute", record)
     yield seen
@@ -72,14 +76,17 @@ def test_a_common_beat_is_one_statement_and_writes_what_the_full_way_writes(
     statements.clear()
     quick_out = _beat(client, org, quick, body)
     if is_postgres:
-        # The token, the org and the caps' prefilter are read by the one UPDATE.
+        # The token, the org and the caps' prefilter are read by the one UPDATE, which
+        # commits as it runs: no BEGIN or COMMIT round trip.
         assert len(statements) == 1 and statements[0].startswith("UPDATE instances")
+        assert statements[0].endswith(" (autocommit)"), statements
     accounts.token_cache.clear()
     with monkeypatch.context() as m:
         m.setattr(instances, "quiet_clauses", {})  # no quiet condition: the full way
         statements.clear()
         full_out = _beat(client, org, full, body)
         assert len(statements) > 1
+        assert not any(q.endswith(" (autocommit)") for q in statements), statements
     assert quick_out == full_out
     listed = {
         i["id"]: {k: v for k, v in i.items() if k not in VOLATILE}

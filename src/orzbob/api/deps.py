@@ -66,6 +66,27 @@ async def in_transaction(
     return await run_in_threadpool(_in_transaction, factory, work)
 
 
+def _statement_or_transaction(
+    runtime: Runtime, first: Callable[[Session], T | None], then: Callable[[Session], T]
+) -> T:
+    with session_scope(runtime.statement_sessions) as session:
+        done = first(session)
+    if done is not None:
+        return done
+    with session_scope(runtime.sessions) as session:
+        return then(session)
+
+
+async def in_statement_or_transaction(
+    runtime: Runtime, first: Callable[[Session], T | None], then: Callable[[Session], T]
+) -> T:
+    """`first`, work of one statement that commits as it runs (`Runtime.statement_sessions`);
+    when it gives None, having written nothing, `then` in one transaction. On one threadpool
+    hop. For the hot paths whose common case is one statement: on PostgreSQL it costs no
+    BEGIN or COMMIT round trip."""
+    return await run_in_threadpool(_statement_or_transaction, runtime, first, then)
+
+
 def json_response(model: BaseModel, *, status_code: int = 200) -> Response:
     """The model as JSON through pydantic's compiled serializer: the same bytes FastAPI
     would send for a `response_model` of the model's class, without validating it again."""

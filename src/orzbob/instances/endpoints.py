@@ -23,7 +23,7 @@ from orzbob.api.deps import (
     bearer_of,
     caller_of,
     get_principal,
-    in_transaction,
+    in_statement_or_transaction,
     json_response,
     now_of,
     runtime_of,
@@ -135,27 +135,30 @@ def stop_instance(
     return _command(instance_service.stop, instance_id, principal, runtime, session, now)
 
 
-def _beat(
+async def _beat(
     caller: Caller, instance_id: uuid.UUID, body: Heartbeat, runtime: Runtime, now: datetime
-) -> Callable[[Session], HeartbeatOut]:
+) -> Response:
+    """The beat: the common one in one statement, committed as it runs, that authenticates
+    as it writes; anything else (a refusal to give, a cap that may be reached) takes the full
+    way, in a transaction."""
     timeout = timedelta(seconds=runtime.settings.heartbeat_timeout_seconds)
 
+    def quick(session: Session) -> HeartbeatOut | None:
+        if caller.refusal is not None:
+            return None
+        row = instance_service.quick_heartbeat(
+            session,
+            hash_token(caller.raw),
+            instance_id,
+            active=body.active,
+            source=body.source,
+            catalog=runtime.catalog,
+            now=now,
+            timeout=timeout,
+        )
+        return None if row is None else HeartbeatOut.model_validate(row)
+
     def beat(session: Session) -> HeartbeatOut:
-        if caller.refusal is None:
-            # The common beat, authenticated as it is written; anything else (a refusal to
-            # give, a cap that may be reached) takes the full way below.
-            row = instance_service.quick_heartbeat(
-                session,
-                hash_token(caller.raw),
-                instance_id,
-                active=body.active,
-                source=body.source,
-                catalog=runtime.catalog,
-                now=now,
-                timeout=timeout,
-            )
-            if row is not None:
-                return HeartbeatOut.model_validate(row)
         done = instance_service.heartbeat(
             session,
             _org(caller.org_principal(session)),
@@ -174,7 +177,7 @@ def _beat(
             )
         return out
 
-    return beat
+    return json_response(await in_statement_or_transaction(runtime, quick, beat))
 
 
 _INSTANCE_ID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
@@ -200,10 +203,7 @@ async def _common_heartbeat(request: Request) -> Response | None:
     if not token or scheme.lower() != "bearer":
         return None
     caller, runtime = caller_of(request), runtime_of(request)
-    now = await now_of(runtime)
-    return json_response(
-        await in_transaction(runtime, _beat(caller, instance_id, body, runtime, now))
-    )
+    return await _beat(caller, instance_id, body, runtime, await now_of(runtime))
 
 
 async def heartbeat(
@@ -215,9 +215,7 @@ async def heartbeat(
 ) -> Response:
     """A sign of life from the instance agent. When the instance has reached a cap it is
     paused at once: the response's `state`, `reason` and `notice` say so."""
-    return json_response(
-        await in_transaction(runtime, _beat(caller, instance_id, body, runtime, now))
-    )
+    return await _beat(caller, instance_id, body, runtime, now)
 
 
 router.add_api_route(
