@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, and_, bindparam, func, select
+from sqlalchemy import BindParameter, and_, bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import ApiToken, Org
@@ -42,6 +42,9 @@ _ORG: BindParameter[uuid.UUID] = bindparam("org_id")
 _PERIOD = bindparam("period_start", type_=QuotaPeriod.period_start.type)
 _NOW = bindparam("now", type_=CreditGrant.created_at.type)
 _TODAY = bindparam("today", type_=DailyUsage.day.type)
+
+
+_ONE = select(literal(1).label("one")).subquery("one")
 
 
 def _period(column: Any) -> Any:
@@ -85,13 +88,13 @@ _SNAPSHOT = (
         )
         .scalar_subquery(),
     )
+    # A one-row anchor: the head has read the org already.
     .select_from(
-        Org.__table__.outerjoin(
+        _ONE.outerjoin(
             QuotaTierRollup.__table__,
-            and_(QuotaTierRollup.org_id == Org.id, QuotaTierRollup.period_start == _PERIOD),
+            and_(QuotaTierRollup.org_id == _ORG, QuotaTierRollup.period_start == _PERIOD),
         )
     )
-    .where(Org.id == _ORG)
 )
 
 
