@@ -1,4 +1,5 @@
 """metering: one foreign key from a usage record to its segment, its org and instance included
+(NOT VALID on PostgreSQL: validate it after the deploy, see `upgrade`)
 
 Revision ID: 0016_records_fk
 Revises: 0015_segments_ff
@@ -34,12 +35,14 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for name, _, _, _ in _OLD:
             op.drop_constraint(name, "usage_records", type_="foreignkey")
-        # Added unchecked, then validated: the check of existing rows takes no lock that
-        # blocks writers.
+        # Added NOT VALID: every new or changed record is checked at once, and the scan of
+        # the existing ones (written from their segment, so they agree) is left out of the
+        # migration's transaction, whose locks would block usage writes for its whole length
+        # on a large table. Run `ALTER TABLE usage_records VALIDATE CONSTRAINT
+        # fk_usage_records_segment_id_usage_segments` afterwards: it blocks no writer.
         op.create_foreign_key(
             _FK, "usage_records", "usage_segments", columns, parents, postgresql_not_valid=True
         )
-        op.execute(f"ALTER TABLE usage_records VALIDATE CONSTRAINT {_FK}")
         return
     with op.batch_alter_table("usage_records") as batch:
         for name, _, _, _ in _OLD:
