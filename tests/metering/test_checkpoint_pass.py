@@ -3,6 +3,7 @@ answer, the daily gauge, and (PostgreSQL) heap-only counter updates."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -190,3 +191,32 @@ def test_record_rows_read_like_the_records_written() -> None:
     assert len(row) == len(RECORD_COLUMNS) and list(row) == list(RECORD_COLUMNS)
     with pytest.raises(KeyError):
         row["nope"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_collection_pauses_for_each_batch_and_comes_back_as_it_was(
+    runtime: Runtime,
+    clock: ManualClock,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+    enabled: bool,
+) -> None:
+    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
+    _fleet(runtime, make_org, orgs=1, per_org=3)
+    clock.advance(60)
+    _beat_all(runtime)
+    during: list[bool] = []
+    batch = metering_service.checkpoint_batch
+
+    def watched(*args: Any, **kwargs: Any) -> tuple[int, list[Any]]:
+        during.append(gc.isenabled())
+        return batch(*args, **kwargs)
+
+    monkeypatch.setattr(metering_service, "checkpoint_batch", watched)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert checkpoint_open_segments(runtime) == 3
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
+    assert during == [False, False]

@@ -3,8 +3,11 @@ time."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 from sqlalchemy.orm import Session
@@ -31,7 +34,7 @@ def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
     last: uuid.UUID | None = None
     written = 0
     while True:
-        with runtime.session() as session:
+        with _collector_paused(), runtime.session() as session:
             n, seen = metering_service.checkpoint_batch(
                 session, after=last, limit=CHECKPOINT_BATCH, catalog=runtime.catalog, now=now
             )
@@ -45,6 +48,25 @@ def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
         if len(seen) < CHECKPOINT_BATCH:
             return written
         last = seen[-1]
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection during one batch. A batch allocates about a million
+    objects (rows, drafts, allocations, parameters) that live until it ends, so collections
+    triggered by those allocations find almost nothing to free, yet the older generations'
+    walk the whole heap: about 40% of a 100k-segment pass's client CPU. Cycles the batch
+    leaves behind (session and ORM state) are collected after it. Collection stays off for
+    other threads of the process for that long too, which costs them memory, not
+    correctness."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _update_daily_gauge(session: Session, today: date) -> None:
