@@ -17,6 +17,8 @@ from orzbob.kit.migrate import upgrade
 from orzbob.runtime import Runtime
 
 PG_ADMIN = os.environ.get("PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Scratch databases are named with this prefix (several benches may share one server).
+DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "orzbob_bench_")
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
@@ -33,7 +35,7 @@ def scratch_database(kind: str) -> Iterator[str]:
         return
     import psycopg
 
-    name = f"orzbob_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{DB_PREFIX}{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,12 +44,17 @@ def message_id(alert_id: uuid.UUID, generation: int, resend: int = 0) -> str:
 class AlertEvaluator:
     # -- entry points ---------------------------------------------------------------------
     def on_usage_recorded(
-        self, session: Session, rows: Sequence[dict[str, Any]], catalog: Catalog, now: datetime
+        self, session: Session, rows: Sequence[Mapping[str, Any]], catalog: Catalog, now: datetime
     ) -> None:
         """The usage hook: the records' period rows are already locked by allocation."""
         added: dict[tuple[uuid.UUID, datetime], int] = defaultdict(int)
+        weights: dict[str, int] = {}
         for r in rows:
-            weight = catalog.tier(r["tier"]).small_hour_weight if catalog.has_tier(r["tier"]) else 0
+            tier = r["tier"]
+            weight = weights.get(tier)
+            if weight is None:
+                has = catalog.has_tier(tier)
+                weight = weights[tier] = catalog.tier(tier).small_hour_weight if has else 0
             added[(r["org_id"], r["period_start"])] += int(r["minutes"]) * weight
         orgs = [
             o

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orzbob.kit.db import Base, new_id
@@ -58,6 +58,11 @@ class UsageSegment(Base):
             postgresql_where=text("ended_at IS NULL"),
             sqlite_where=text("ended_at IS NULL"),
         ),
+        # A usage record's foreign key: its segment, org and instance together.
+        Index("uq_usage_segments_id_org_instance", "id", "org_id", "instance_id", unique=True),
+        # Half of each page left free: the checkpoint's counter updates (no index covers
+        # those columns) stay heap-only, writing no index entries (migration 0015).
+        {"postgresql_with": {"fillfactor": 50}},
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -88,12 +93,19 @@ class UsageRecord(Base):
         ),
         Index("ix_usage_records_org_end", "org_id", "interval_end"),
         Index("ix_usage_records_instance", "instance_id"),
+        # One check per record, on the segment row the writer holds (migration 0016); the
+        # org and instance are referenced through the segment's own keys.
+        ForeignKeyConstraint(
+            ["segment_id", "org_id", "instance_id"],
+            ["usage_segments.id", "usage_segments.org_id", "usage_segments.instance_id"],
+            name="fk_usage_records_segment_id_usage_segments",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"))
-    instance_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("instances.id"))
-    segment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("usage_segments.id"))
+    org_id: Mapped[uuid.UUID]
+    instance_id: Mapped[uuid.UUID]
+    segment_id: Mapped[uuid.UUID]
     tier: Mapped[str] = mapped_column(String(32))
     plan_id: Mapped[str] = mapped_column(String(64))
     interval_start: Mapped[datetime]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -45,7 +45,7 @@ usage_cuts: list[UsageCut] = []
 # Called once usage records are written, in the same transaction, with the rows written (the
 # period rows they touched are locked). Higher domains register here (alerts evaluate
 # thresholds) from `orzbob.hooks.install_hooks`.
-UsageRecordedHook = Callable[[Session, Sequence[dict[str, Any]], Catalog, datetime], None]
+UsageRecordedHook = Callable[[Session, Sequence[Mapping[str, Any]], Catalog, datetime], None]
 usage_recorded_hooks: list[UsageRecordedHook] = []
 
 # Running time is counted only up to an instance's last sign of life (docs/spec.md §3). The
@@ -80,6 +80,29 @@ RECORD_COLUMNS = (
     "sent_at",
 )
 _PENDING = RecordState.PENDING.value
+_COLUMN_INDEX = {name: i for i, name in enumerate(RECORD_COLUMNS)}
+
+
+class RecordRow(Mapping[str, Any]):
+    """A usage record just written, read by column name: a view over its values (in
+    `RECORD_COLUMNS` order), so a batch of thousands builds no dictionary per record."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[_COLUMN_INDEX[key]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(RECORD_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(RECORD_COLUMNS)
+
+    def __repr__(self) -> str:
+        return f"RecordRow({dict(self)!r})"
 
 
 class RunningInstance(Protocol):
@@ -204,7 +227,7 @@ class MeteringService:
         *,
         catalog: Catalog,
         now: datetime,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RecordRow]:
         """Close each instance's open segment at its moment (never past a cap), recording
         the minutes not yet emitted, in one allocation."""
         if not closes:
@@ -313,7 +336,7 @@ class MeteringService:
         *,
         catalog: Catalog,
         now: datetime,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RecordRow]:
         """Record one org's drafts; see `record_many`."""
         return self.record_many(session, {org.id: org}, {org.id: drafts}, catalog=catalog, now=now)
 
@@ -325,7 +348,7 @@ class MeteringService:
         *,
         catalog: Catalog,
         now: datetime,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RecordRow]:
         """Write usage records for the drafts (each org's in order): quota allocates them to
         the allowance and keeps its rollups, the records are appended in one batch (the
         outbox the flusher ships), then the usage hooks run, all in the caller's
@@ -338,7 +361,7 @@ class MeteringService:
             for a, record_id in zip(allocations, new_ids(len(allocations)), strict=True)
         ]
         usage_records.append(session, RECORD_COLUMNS, values)
-        rows = [dict(zip(RECORD_COLUMNS, v, strict=True)) for v in values]
+        rows = [RecordRow(v) for v in values]
         for tier, n in Counter(a.draft.tier for a in allocations).items():
             metrics.usage_records_total.labels(tier=tier).inc(n)
         for hook in usage_recorded_hooks:

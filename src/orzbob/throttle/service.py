@@ -246,9 +246,12 @@ class ThrottleService:
             )
         )
         by_id = {o.id: o for o in orgs}
-        for org_id, (n, billable) in throttle_repository.spend_bounds(session, ids, now).items():
-            if org_id in near:
-                continue
+        # Only the batch's spend-limited orgs that the rule left out need a bound (the
+        # repository reads only spend-limited orgs anyway): most batches' bound reads shrink
+        # to a few orgs, and a batch without any sends none.
+        limited = [o.id for o in orgs if o.spend_limit_cents is not None and o.id not in near]
+        bounds = throttle_repository.spend_bounds(session, limited, now) if limited else {}
+        for org_id, (n, billable) in bounds.items():
             org, plan = by_id[org_id], catalog.plan(by_id[org_id].plan_id)
             assert org.spend_limit_cents is not None
             # Any tier: an instance started under an earlier plan may still run.

@@ -1,0 +1,222 @@
+"""The checkpoint pass as a whole: its transactions and statements, its batches, the Idle
+answer, the daily gauge, and (PostgreSQL) heap-only counter updates."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, select, text, update
+from sqlalchemy.orm import Session
+
+from orzbob.instances.models import Instance
+from orzbob.instances.service import instance_service
+from orzbob.kit import metrics
+from orzbob.kit.clock import Idle, ManualClock
+from orzbob.metering import tasks
+from orzbob.metering.models import UsageRecord, UsageSegment
+from orzbob.metering.service import RECORD_COLUMNS, RecordRow, metering_service
+from orzbob.metering.tasks import checkpoint_open_segments
+from orzbob.runtime import Runtime
+from tests.conftest import OrgHandle
+
+
+def _fleet(runtime: Runtime, make_org: Callable[..., OrgHandle], orgs: int, per_org: int) -> None:
+    for n in range(orgs):
+        org = make_org(name=f"Org {n}", plan=("usage-only", "base-plus-usage")[n % 2])
+        with runtime.session() as s:
+            for _ in range(per_org):
+                instance_service.create(
+                    s, org.id, tier="small", name=None, catalog=runtime.catalog,
+                    now=runtime.clock.now(),
+                )  # fmt: skip
+
+
+def _beat_all(runtime: Runtime) -> None:
+    with runtime.session() as s:
+        s.execute(
+            update(Instance).values(
+                last_seen_at=runtime.clock.now(), last_active_at=runtime.clock.now()
+            )
+        )
+
+
+@contextmanager
+def _counting(engine: Engine) -> Iterator[dict[str, int]]:
+    """Transactions begun and statements sent through SQLAlchemy while the block runs (the
+    driver-level `COPY` and `UPDATE … FROM unnest` of PostgreSQL are not seen here)."""
+    seen = {"transactions": 0, "statements": 0}
+
+    def on_begin(conn: Any) -> None:
+        seen["transactions"] += 1
+
+    def on_statement(*_: Any) -> None:
+        seen["statements"] += 1
+
+    event.listen(engine, "begin", on_begin)
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "begin", on_begin)
+        event.remove(engine, "before_cursor_execute", on_statement)
+
+
+def _minutes(runtime: Runtime) -> int:
+    with runtime.session() as s:
+        return int(s.scalar(select(func.coalesce(func.sum(UsageRecord.minutes), 0))) or 0)
+
+
+def test_a_pass_of_one_batch_is_one_transaction_with_a_fixed_statement_count(
+    runtime: Runtime, clock: ManualClock, make_org: Callable[..., OrgHandle], is_postgres: bool
+) -> None:
+    """The per-pass fixed cost: no separate 'anything open?' or gauge transactions, and the
+    same statements whatever the number of segments in the batch (set-based)."""
+    _fleet(runtime, make_org, orgs=2, per_org=2)
+    counts = []
+    for orgs in (0, 3):
+        _fleet(runtime, make_org, orgs=orgs, per_org=3)
+        clock.advance(60)
+        _beat_all(runtime)
+        with _counting(runtime.engine) as seen:
+            written = checkpoint_open_segments(runtime)
+        assert isinstance(written, int) and written > 0
+        counts.append(dict(seen))
+    assert counts[0] == counts[1]
+    assert counts[0]["transactions"] == 1
+    # The batch's segments, their orgs, the cap prefilter (oldest counted, the sweep rule;
+    # no spend bound: no org here has a spend limit), due plan changes, the period locks,
+    # alerts (tier totals, rows) and the gauge; SQLite also shows its BEGIN and the writes
+    # PostgreSQL sends through the driver (period insert and update, rollup upserts, the
+    # records, the counters).
+    assert counts[0]["statements"] == (9 if is_postgres else 16)
+
+
+def test_nothing_open_is_idle_and_sets_no_gauge(runtime: Runtime) -> None:
+    metrics.daily_usage_hours.set(-1)
+    with _counting(runtime.engine) as seen:
+        assert isinstance(checkpoint_open_segments(runtime), Idle)
+    assert seen["transactions"] == 1
+    assert metrics.daily_usage_hours._value.get() == -1
+
+
+def test_the_gauge_shows_today_once_the_last_batch_commits(
+    runtime: Runtime, clock: ManualClock, make_org: Callable[..., OrgHandle]
+) -> None:
+    _fleet(runtime, make_org, orgs=1, per_org=2)
+    clock.advance(600)
+    _beat_all(runtime)
+    assert checkpoint_open_segments(runtime) == 2
+    assert metrics.daily_usage_hours._value.get() == pytest.approx(20 / 60)
+
+
+def test_many_small_batches_count_every_minute_once(
+    runtime: Runtime,
+    clock: ManualClock,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches end anywhere within an org's segments; each segment's usage is still its
+    rounded run time, across passes."""
+    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
+    _fleet(runtime, make_org, orgs=3, per_org=3)
+    for seconds in (61, 60, 600, 61, 3599):
+        clock.advance(seconds)
+        _beat_all(runtime)
+        assert checkpoint_open_segments(runtime) == 9, seconds
+    elapsed = 61 + 60 + 600 + 61 + 3599
+    assert _minutes(runtime) == 9 * -(-elapsed // 60)
+    with runtime.session() as s:
+        assert set(s.scalars(select(UsageSegment.emitted_minutes))) == {-(-elapsed // 60)}
+
+
+def test_segments_held_by_another_transaction_are_skipped_not_idle(
+    runtime: Runtime, clock: ManualClock, make_org: Callable[..., OrgHandle], is_postgres: bool
+) -> None:
+    if not is_postgres:
+        pytest.skip("SKIP LOCKED: SQLite has one writer at a time")
+    _fleet(runtime, make_org, orgs=1, per_org=1)
+    clock.advance(120)
+    _beat_all(runtime)
+    with Session(runtime.engine) as other:
+        other.execute(select(UsageSegment.id).with_for_update())
+        assert checkpoint_open_segments(runtime) == 0
+    assert checkpoint_open_segments(runtime) == 1
+    assert _minutes(runtime) == 2
+
+
+def test_counter_updates_are_heap_only(
+    runtime: Runtime, clock: ManualClock, make_org: Callable[..., OrgHandle], is_postgres: bool
+) -> None:
+    """The segments' fillfactor leaves room on each page: the checkpoint's counter updates
+    touch no index (PostgreSQL's HOT). The first pass over fresh pages is all heap-only;
+    later ones are as long as pruning has freed the page (nearly always)."""
+    if not is_postgres:
+        pytest.skip("PostgreSQL storage")
+    _fleet(runtime, make_org, orgs=4, per_org=5)
+    stats = text(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+        "WHERE relname = 'usage_segments'"
+    )
+    total = hot_total = 0
+    for n_pass in range(3):
+        clock.advance(60)
+        _beat_all(runtime)
+        with runtime.session() as s:
+            updated_before, hot_before = s.execute(stats).one()
+            n, seen = metering_service.checkpoint_batch(
+                s, after=None, limit=100, catalog=runtime.catalog, now=clock.now()
+            )
+            assert n == len(seen) == 20
+            updated, hot = s.execute(stats).one()
+        updated, hot = updated - updated_before, hot - hot_before
+        assert updated == 20
+        if n_pass == 0:
+            assert hot == 20
+        total, hot_total = total + updated, hot_total + hot
+    assert hot_total >= total * 3 // 4
+    with runtime.session() as s:
+        options = s.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'usage_segments'"))
+    assert "fillfactor=50" in options
+
+
+def test_record_rows_read_like_the_records_written() -> None:
+    values = tuple(range(len(RECORD_COLUMNS)))
+    row = RecordRow(values)
+    assert dict(row) == dict(zip(RECORD_COLUMNS, values, strict=True))
+    assert row["minutes"] == RECORD_COLUMNS.index("minutes")
+    assert len(row) == len(RECORD_COLUMNS) and list(row) == list(RECORD_COLUMNS)
+    with pytest.raises(KeyError):
+        row["nope"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_collection_pauses_for_each_batch_and_comes_back_as_it_was(
+    runtime: Runtime,
+    clock: ManualClock,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+    enabled: bool,
+) -> None:
+    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
+    _fleet(runtime, make_org, orgs=1, per_org=3)
+    clock.advance(60)
+    _beat_all(runtime)
+    during: list[bool] = []
+    batch = metering_service.checkpoint_batch
+
+    def watched(*args: Any, **kwargs: Any) -> tuple[int, list[Any]]:
+        during.append(gc.isenabled())
+        return batch(*args, **kwargs)
+
+    monkeypatch.setattr(metering_service, "checkpoint_batch", watched)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert checkpoint_open_segments(runtime) == 3
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
+    assert during == [False, False]
