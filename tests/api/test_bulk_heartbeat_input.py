@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from orzbob.accounts import service as accounts
 from tests.conftest import OrgHandle
 
 JSON = {"Content-Type": "application/json"}
@@ -329,15 +328,6 @@ EXPECTED: dict[str, tuple[int, dict[str, Any]]] = {
         {"error": "invalid_request", "detail": "Text cannot contain a NUL character (\\u0000)."},
     ),
 }
-
-
-@pytest.fixture(params=["cached", "uncached"])
-def cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "uncached":
-        monkeypatch.setattr(accounts.token_cache, "ttl", 0.0)
-    else:
-        accounts.token_cache.clear()
-    return str(request.param)
 
 
 @pytest.mark.parametrize(("case", "body", "headers", "token"), CASES, ids=[c[0] for c in CASES])

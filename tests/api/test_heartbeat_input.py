@@ -11,7 +11,6 @@ import fastapi.routing
 import pytest
 from fastapi.testclient import TestClient
 
-from orzbob.accounts import service as accounts
 from tests.conftest import OrgHandle
 
 JSON = {"Content-Type": "application/json"}
@@ -419,15 +418,6 @@ def _id(kind: str, iid: str) -> str:
     if kind == "braces":
         return "{" + iid + "}"
     return kind
-
-
-@pytest.fixture(params=["cached", "uncached"])
-def cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "uncached":
-        monkeypatch.setattr(accounts.token_cache, "ttl", 0.0)
-    else:
-        accounts.token_cache.clear()
-    return str(request.param)
 
 
 def _answer(r: Any) -> tuple[int, dict[str, Any]]:

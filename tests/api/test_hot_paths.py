@@ -18,15 +18,6 @@ from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle, advance
 
 
-@pytest.fixture(params=["cached", "uncached"])
-def cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "uncached":
-        monkeypatch.setattr(accounts.token_cache, "ttl", 0.0)
-    else:
-        accounts.token_cache.clear()
-    return str(request.param)
-
-
 def _hot_calls(client: TestClient, instance_id: str, headers: dict[str, str]) -> list[object]:
     return [
         client.get("/v1/billing", headers=headers),

@@ -183,17 +183,24 @@ async def _beat(
 _INSTANCE_ID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
 
 
+async def _plain_json(request: Request) -> bytes | None:
+    """The body of a fast way's request: JSON, said so exactly, in ASCII; else None (what
+    `json.loads` reads otherwise, other encodings or a BOM, is the declared endpoint's)."""
+    if request.headers.get("content-type") != "application/json":
+        return None
+    raw = await request.body()
+    return raw if raw.isascii() else None
+
+
 async def _common_heartbeat(request: Request) -> Response | None:
     """The heartbeat route's fast way (`api.routes.fast_first`): a well-formed beat (a JSON
     body `Heartbeat` accepts, a valid id, a bearer token) is parsed in one pass by pydantic's
     compiled validator, without FastAPI's body parsing and dependency solving, and beaten as
     the declared endpoint beats it. Anything else, None: the declared endpoint answers it, so
     every refusal of malformed input stays FastAPI's (tests/api/test_heartbeat_input.py)."""
-    if request.headers.get("content-type") != "application/json":
+    raw = await _plain_json(request)
+    if raw is None:
         return None
-    raw = await request.body()
-    if not raw.isascii():
-        return None  # what json.loads reads otherwise (other encodings, a BOM) is its own
     try:
         body = Heartbeat.model_validate_json(raw)
         instance_id = _INSTANCE_ID.validate_python(request.path_params["instance_id"])
@@ -265,11 +272,9 @@ async def _common_bulk(request: Request) -> Response | None:
     `json.loads` and validating the result) and beaten as the declared endpoint beats it.
     Anything else, None: the declared endpoint answers it, so every refusal of malformed
     input stays FastAPI's (tests/api/test_bulk_heartbeat_input.py)."""
-    if request.headers.get("content-type") != "application/json":
+    raw = await _plain_json(request)
+    if raw is None:
         return None
-    raw = await request.body()
-    if not raw.isascii():
-        return None  # what json.loads reads otherwise (other encodings, a BOM) is its own
     try:
         body = BulkHeartbeats.model_validate_json(raw)
     except ValidationError:
