@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -82,12 +81,6 @@ class Runtime:
         """A read-only transaction (on SQLite it takes no write lock)."""
         with session_scope(self.read_sessions) as session:
             yield session
-
-    @cached_property
-    def statement_sessions(self) -> sessionmaker[Session]:
-        """Sessions for work that is one statement: on PostgreSQL it commits as it runs, with
-        no BEGIN or COMMIT round trip (`make_sessionmaker`)."""
-        return make_sessionmaker(self.engine, one_statement=True)
 
     @property
     def manual_clock(self) -> ManualClock | None:

@@ -4,7 +4,14 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from orzbob.kit.db import advisory_lock, insert_ignore, new_id, new_ids, on_commit
+from orzbob.kit.db import (
+    advisory_lock,
+    insert_ignore,
+    new_id,
+    new_ids,
+    on_commit,
+    statement_connection,
+)
 from orzbob.runtime import Runtime
 from orzbob.testclock import models as clock_models
 from tests.conftest import T0
@@ -64,6 +71,31 @@ def test_a_reader_sends_no_begin_and_hands_its_connection_back_transactional(
         raise RuntimeError("boom")
     with runtime.read_session() as s:
         assert s.execute(text("SELECT count(*) FROM test_clock_state")).scalar() == 0
+
+
+def test_a_statement_connection_commits_each_statement_and_goes_back_transactional(
+    runtime: Runtime, is_postgres: bool
+) -> None:
+    if not is_postgres:
+        pytest.skip("one-statement connections serve PostgreSQL's hot paths only")
+    import psycopg
+
+    with statement_connection(runtime.engine) as conn:
+        insert = "INSERT INTO test_clock_state (id, now) VALUES (7, now())"
+        conn.exec_driver_sql(insert)
+        dbapi = conn.connection.dbapi_connection
+        # Committed as it ran: no transaction is open, and another connection sees the row.
+        assert dbapi.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # type: ignore[union-attr]
+        with runtime.read_session() as other:
+            assert other.execute(text("SELECT count(*) FROM test_clock_state")).scalar() == 1
+    assert dbapi.autocommit is False  # type: ignore[union-attr]
+    # A writer that fails on any pooled connection still loses its write.
+    for _ in range(3):
+        with pytest.raises(RuntimeError), runtime.session() as w:
+            w.execute(text("DELETE FROM test_clock_state"))
+            raise RuntimeError("boom")
+    with runtime.read_session() as s:
+        assert s.execute(text("SELECT count(*) FROM test_clock_state")).scalar() == 1
 
 
 def test_new_ids_are_uuid7_ascending_after_every_id_given_before() -> None:

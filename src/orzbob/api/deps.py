@@ -12,12 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal, account_service
 from orzbob.api.middleware import nul_refusal_of
-from orzbob.kit.db import session_scope
+from orzbob.kit.db import session_scope, statement_connection
 from orzbob.kit.errors import Forbidden, Unauthorized, Unprocessable
 from orzbob.runtime import Runtime
 from orzbob.testclock import control as testclock_control
@@ -67,23 +68,24 @@ async def in_transaction(
 
 
 def _statement_or_transaction(
-    runtime: Runtime, first: Callable[[Session], T | None], then: Callable[[Session], T]
+    runtime: Runtime, first: Callable[[Connection], T | None], then: Callable[[Session], T]
 ) -> T:
-    with session_scope(runtime.statement_sessions) as session:
-        done = first(session)
-    if done is not None:
-        return done
+    if runtime.engine.dialect.name == "postgresql":
+        with statement_connection(runtime.engine) as conn:
+            done = first(conn)
+        if done is not None:
+            return done
     with session_scope(runtime.sessions) as session:
         return then(session)
 
 
 async def in_statement_or_transaction(
-    runtime: Runtime, first: Callable[[Session], T | None], then: Callable[[Session], T]
+    runtime: Runtime, first: Callable[[Connection], T | None], then: Callable[[Session], T]
 ) -> T:
-    """`first`, work of one statement that commits as it runs (`Runtime.statement_sessions`);
-    when it gives None, having written nothing, `then` in one transaction. On one threadpool
-    hop. For the hot paths whose common case is one statement: on PostgreSQL it costs no
-    BEGIN or COMMIT round trip."""
+    """On PostgreSQL `first`, work of one statement that commits as it runs
+    (`kit.db.statement_connection`); when it gives None, having written nothing, or on
+    SQLite, `then` in one transaction. On one threadpool hop. For the hot paths whose
+    common case is one statement: it costs no BEGIN or COMMIT round trip, and no session."""
     return await run_in_threadpool(_statement_or_transaction, runtime, first, then)
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Role
@@ -143,11 +144,11 @@ async def _beat(
     way, in a transaction."""
     timeout = timedelta(seconds=runtime.settings.heartbeat_timeout_seconds)
 
-    def quick(session: Session) -> HeartbeatOut | None:
+    def quick(conn: Connection) -> HeartbeatOut | None:
         if caller.refusal is not None:
             return None
         row = instance_service.quick_heartbeat(
-            session,
+            conn,
             hash_token(caller.raw),
             instance_id,
             active=body.active,

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     ColumnExpressionArgument,
+    Connection,
     Row,
     String,
     Update,
@@ -171,7 +172,7 @@ class InstanceRepository(Repository[Instance]):
 
     def quick_beat(
         self,
-        session: Session,
+        conn: Connection,
         token_org: ColumnElement[uuid.UUID | None],
         quiet: tuple[ColumnElement[bool], ...],
         params: dict[str, object],
@@ -181,13 +182,12 @@ class InstanceRepository(Repository[Instance]):
         when running seen since `seen_after` and meeting every `quiet` condition, gets the
         beat at `now` (times only move forward; `active` from `source`); its row as written,
         or None (nothing written). PostgreSQL only: the caller checks the database. The row
-        lock is the UPDATE's own."""
-        dialect = session.get_bind().dialect
+        lock is the UPDATE's own; on a `kit.db.statement_connection` it commits as it runs."""
         # psycopg binds the values as they are (aware datetimes, UUIDs) and the SQL casts them;
         # timestamps come back in the session's time zone and are given in UTC, as the
         # columns' type gives them.
-        sql, literals = _quick_beat_sql(dialect, token_org, quiet)
-        row = session.connection().exec_driver_sql(sql, {**literals, **params}).one_or_none()
+        sql, literals = _quick_beat_sql(conn.dialect, token_org, quiet)
+        row = conn.exec_driver_sql(sql, {**literals, **params}).one_or_none()
         if row is None:
             return None
         return {

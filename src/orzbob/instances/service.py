@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Connection
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -30,7 +30,7 @@ from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, Reason
 from orzbob.instances.providers import Provider, default_provider
 from orzbob.instances.repository import instance_repository
 from orzbob.kit import metrics
-from orzbob.kit.db import dialect_name, on_commit
+from orzbob.kit.db import on_commit
 from orzbob.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
 from orzbob.metering import service as metering
 from orzbob.metering.service import metering_service
@@ -236,7 +236,7 @@ class InstanceService:
 
     def quick_heartbeat(
         self,
-        session: Session,
+        conn: Connection,
         token_hash: str,
         instance_id: uuid.UUID,
         *,
@@ -255,8 +255,8 @@ class InstanceService:
         when it runs, meeting every cap check's quiet condition (`quiet_clauses`): the beat
         pauses nothing. Anything else, rare, is left to the full way: unknown or refused
         tokens and ids, stopped instances, a late sweep, a cap that may be reached. PostgreSQL
-        only (None on SQLite)."""
-        if dialect_name(session) != "postgresql":
+        only (None on SQLite), on a `kit.db.statement_connection`: it commits as it runs."""
+        if conn.dialect.name != "postgresql":
             return None  # before any of the work below: SQLite beats always go the full way
         quiet: list[ColumnElement[bool]] = []
         params: dict[str, object] = {}
@@ -268,7 +268,7 @@ class InstanceService:
             quiet.append(clause)
             params.update(bound)
         return instance_repository.quick_beat(
-            session,
+            conn,
             account_service.live_token_org(),
             tuple(quiet),
             {

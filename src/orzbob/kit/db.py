@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Connection,
     DateTime,
     Engine,
     MetaData,
@@ -191,23 +192,28 @@ def _begin_autocommit(_session: Session, _transaction: Any, connection: Any) -> 
     connection.connection.dbapi_connection.autocommit = True
 
 
-def make_sessionmaker(
-    engine: Engine, *, read_only: bool = False, one_statement: bool = False
-) -> sessionmaker[Session]:
+def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
     """Sessions on `engine`; `read_only` ones must not write (on SQLite they take no write
-    lock, so readers never queue behind writers); `one_statement` ones are for work that is
-    a single statement (on PostgreSQL each statement commits as it runs).
+    lock, so readers never queue behind writers).
 
     On PostgreSQL a reader runs without BEGIN and COMMIT: under READ COMMITTED every
     statement sees its own snapshot, in a transaction or not, so they bought nothing but two
-    round trips per read. A single statement is atomic on its own, so a one-statement write
-    needs them no more. psycopg's autocommit is a client-side switch, set when the session
+    round trips per read. psycopg's autocommit is a client-side switch, set when the reader
     takes its connection and cleared when the pool takes it back (`_end_autocommit`)."""
     bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
     factory = sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
-    if (read_only or one_statement) and engine.dialect.name == "postgresql":
+    if read_only and engine.dialect.name == "postgresql":
         event.listen(factory, "after_begin", _begin_autocommit)
     return factory
+
+
+@contextmanager
+def statement_connection(engine: Engine) -> Iterator[Connection]:
+    """A pooled PostgreSQL connection on which each statement commits as it runs, for work
+    that is one statement (atomic on its own): no BEGIN or COMMIT round trip, and none of a
+    session's unit of work around it. Back in the pool it is as it was."""
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextmanager
