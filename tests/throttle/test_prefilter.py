@@ -85,3 +85,23 @@ def test_the_prefilter_drops_only_orgs_that_no_cap_can_reach(
     assert exact_cuts > 0 and dropped > 0
     r = client.get("/v1/instances", headers=rich.headers).json()
     assert [i["reason"] for i in r] == ["continuous_cap"]  # never its spend limit
+
+
+def test_the_sweep_rule_planned_for_its_values_puts_the_planner_setting_back(
+    runtime: Runtime, is_postgres: bool
+) -> None:
+    """`custom_plan` plans the one call for its values; the rest of the transaction (a
+    checkpoint batch's writes) keeps PostgreSQL's usual plan cache."""
+    if not is_postgres:
+        pytest.skip("a PostgreSQL planner setting")
+    from sqlalchemy import text
+
+    from orzbob.throttle.repository import throttle_repository
+
+    with runtime.session() as s:
+        setting = text("SHOW plan_cache_mode")
+        assert s.execute(setting).scalar() == "auto"
+        throttle_repository.sweep_candidates(
+            s, catalog=runtime.catalog, now=T0, margin_minutes=1, org_ids=[], custom_plan=True
+        )
+        assert s.execute(setting).scalar() == "auto"

@@ -243,6 +243,7 @@ class ThrottleService:
                 margin_minutes=margin,
                 org_ids=ids,
                 spend_limited=False,
+                custom_plan=True,
             )
         )
         by_id = {o.id: o for o in orgs}
