@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from orzbob.accounts import service as accounts
-from orzbob.accounts.models import ApiToken
+from orzbob.accounts.models import ApiToken, Role
 from orzbob.instances.models import Instance
 from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle, advance
@@ -111,14 +111,10 @@ def test_a_nul_in_the_query_is_422_once_the_caller_is_known(
         assert r.status_code == 401, r.text
 
 
-def test_a_billing_read_is_two_statements_with_open_runs(
-    cache: str, client: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
-) -> None:
-    """The token (when the cache does not know it), the org and its open runs are one
-    statement, the period's figures another; nothing else is asked of the database."""
-    org = make_org()
-    _instance(client, org)
-    _instance(client, org)
+def _billing_read_statements(client: TestClient, runtime: Runtime, org: OrgHandle) -> list[str]:
+    """The statements of one billing read, after checking it answers as the read before it
+    (SQLite's readers open their snapshot with a BEGIN of their own; PostgreSQL's send none,
+    and it is left out)."""
     expected = client.get("/v1/billing", headers=org.headers).json()
     statements: list[str] = []
 
@@ -131,8 +127,18 @@ def test_a_billing_read_is_two_statements_with_open_runs(
     finally:
         event.remove(runtime.engine, "before_cursor_execute", seen)
     assert r.status_code == 200 and r.json() == expected
-    # SQLite's readers open their snapshot with a BEGIN of their own (PostgreSQL's send none).
-    queries = [q for q in statements if q != "BEGIN"]
+    return [q for q in statements if q != "BEGIN"]
+
+
+def test_a_billing_read_is_two_statements_with_open_runs(
+    cache: str, client: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
+) -> None:
+    """The token (when the cache does not know it), the org and its open runs are one
+    statement, the period's figures another; nothing else is asked of the database."""
+    org = make_org()
+    _instance(client, org)
+    _instance(client, org)
+    queries = _billing_read_statements(client, runtime, org)
     assert len(queries) == 2, queries
 
 
@@ -156,18 +162,29 @@ def test_a_billing_read_with_usage_in_two_tiers_is_two_statements(
                 f"/v1/instances/{iid}/heartbeat", headers=org.headers, json={"active": True}
             )
             assert beat.status_code == 200, beat.text
-    expected = client.get("/v1/billing", headers=org.headers).json()
-    minutes = {t["tier"]: t["minutes"] for t in expected["tiers"] if t["minutes"]}
-    assert minutes == {"small": 2, "large": 2}, expected["tiers"]
-    statements: list[str] = []
+    tiers = client.get("/v1/billing", headers=org.headers).json()["tiers"]
+    minutes = {t["tier"]: t["minutes"] for t in tiers if t["minutes"]}
+    assert minutes == {"small": 2, "large": 2}, tiers
+    queries = _billing_read_statements(client, with_jobs, org)
+    assert len(queries) == 2, queries
 
-    def seen(_conn: object, _cursor: object, sql: str, *_: object) -> None:
-        statements.append(sql)
 
-    event.listen(with_jobs.engine, "before_cursor_execute", seen)
-    try:
-        r = client.get("/v1/billing", headers=org.headers)
-    finally:
-        event.remove(with_jobs.engine, "before_cursor_execute", seen)
-    assert r.status_code == 200 and r.json() == expected
-    assert len([q for q in statements if q != "BEGIN"]) == 2, statements
+def test_a_running_orgs_billing_reads_the_same_for_the_org_and_for_staff(
+    client: TestClient,
+    runtime: Runtime,
+    make_org: Callable[..., OrgHandle],
+    staff_headers: Callable[[str], dict[str, str]],
+) -> None:
+    """The org's own read takes its org and open runs as plain rows (the billing read
+    model's head); the staff view reads them as entities: caps and upcoming caps agree."""
+    org = make_org(plan="base-plus-usage", role=Role.MEMBER)
+    r = client.post("/v1/instances", headers=org.headers, json={"tier": "small"})
+    assert r.status_code == 201, r.text
+    clock = runtime.manual_clock
+    assert clock is not None
+    clock.advance(10 * 60)  # idle for ten minutes: the idle timeout is within the hour
+    mine = client.get("/v1/billing", headers=org.headers)
+    staff = client.get(f"/v1/admin/orgs/{org.id}/billing", headers=staff_headers("support_l1"))
+    assert mine.status_code == staff.status_code == 200
+    assert [u["cap"] for u in mine.json()["upcoming"]] == ["idle"], mine.json()["upcoming"]
+    assert mine.json() == staff.json()
