@@ -4,6 +4,8 @@ answer, the daily gauge, and (PostgreSQL) heap-only counter updates."""
 from __future__ import annotations
 
 import gc
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -207,13 +209,13 @@ def test_collection_pauses_for_each_batch_and_comes_back_as_it_was(
     clock.advance(60)
     _beat_all(runtime)
     during: list[bool] = []
-    batch = metering_service.checkpoint_batch
+    batch = metering_service.checkpoint_locked
 
-    def watched(*args: Any, **kwargs: Any) -> tuple[int, list[Any]]:
+    def watched(*args: Any, **kwargs: Any) -> int:
         during.append(gc.isenabled())
         return batch(*args, **kwargs)
 
-    monkeypatch.setattr(metering_service, "checkpoint_batch", watched)
+    monkeypatch.setattr(metering_service, "checkpoint_locked", watched)
     (gc.enable if enabled else gc.disable)()
     try:
         assert checkpoint_open_segments(runtime) == 3
@@ -221,3 +223,111 @@ def test_collection_pauses_for_each_batch_and_comes_back_as_it_was(
     finally:
         gc.enable()
     assert during == [False, False]
+
+
+def test_on_postgresql_the_next_batch_runs_while_one_is_in_flight(
+    runtime: Runtime,
+    clock: ManualClock,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+    is_postgres: bool,
+) -> None:
+    """Two lanes: the first batch is held until every later batch has been worked on, which
+    only a second lane can do; every minute is still counted once, and the gauge, which the
+    last batch cannot read while the first is in flight, is read once both have
+    committed."""
+    if not is_postgres:
+        pytest.skip("SQLite has one writer at a time: batches run one after another")
+    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
+    _fleet(runtime, make_org, orgs=3, per_org=2)
+    clock.advance(600)
+    _beat_all(runtime)
+    second = threading.Event()
+    calls: list[str] = []
+    work = metering_service.checkpoint_locked
+
+    def held(session: Session, segments: list[Any], **kwargs: Any) -> int:
+        first = not calls
+        calls.append(threading.current_thread().name)
+        if first:
+            assert second.wait(10), "no other batch ran while the first was in flight"
+            time.sleep(0.2)  # still in flight when the last batch looks
+            return work(session, segments, **kwargs)
+        written = work(session, segments, **kwargs)
+        if not segments:  # the short batch that ends the pass
+            second.set()
+        return written
+
+    monkeypatch.setattr(metering_service, "checkpoint_locked", held)
+    assert checkpoint_open_segments(runtime) == 6
+    assert len(set(calls)) == 2
+    assert _minutes(runtime) == 6 * 10
+    # The gauge waits for every batch: read once they have all committed.
+    assert metrics.daily_usage_hours._value.get() == pytest.approx(60 / 60)
+
+
+def test_a_batch_aborted_by_a_deadlock_runs_again(
+    runtime: Runtime,
+    clock: ManualClock,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from psycopg.errors import DeadlockDetected
+
+    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
+    _fleet(runtime, make_org, orgs=2, per_org=2)
+    clock.advance(120)
+    _beat_all(runtime)
+    work = metering_service.checkpoint_locked
+    failed: list[int] = []
+    turn = threading.Lock()
+
+    def once(*args: Any, **kwargs: Any) -> int:
+        with turn:
+            first = not failed
+            failed.append(0)
+        written = work(*args, **kwargs)  # its writes roll back with the batch
+        if first:
+            failed[0] = written
+            raise DeadlockDetected("deadlock detected")
+        return written
+
+    monkeypatch.setattr(metering_service, "checkpoint_locked", once)
+    assert checkpoint_open_segments(runtime) == 4
+    # Batches of 2, 2 and none (the short one that ends the pass); the first ran twice.
+    assert failed[0] == 2 and len(failed) == 4
+    assert _minutes(runtime) == 4 * 2
+    assert "deadlock" in caplog.text
+
+
+def test_a_failing_batch_stops_the_pass_and_loses_nothing(
+    runtime: Runtime,
+    clock: ManualClock,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
+    _fleet(runtime, make_org, orgs=2, per_org=2)
+    clock.advance(120)
+    _beat_all(runtime)
+    work = metering_service.checkpoint_locked
+    calls: list[int] = []
+
+    def broken(*args: Any, **kwargs: Any) -> int:
+        first = not calls
+        calls.append(1)
+        written = work(*args, **kwargs)
+        if first:
+            raise RuntimeError("boom")
+        return written
+
+    monkeypatch.setattr(metering_service, "checkpoint_locked", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        checkpoint_open_segments(runtime)
+    committed = _minutes(runtime)
+    assert committed in (0, 2 * 2)  # the failed batch wrote nothing; another may have
+    monkeypatch.setattr(metering_service, "checkpoint_locked", work)
+    # The next pass counts what the failed one left, exactly once.
+    assert checkpoint_open_segments(runtime) == (4 if committed == 0 else 2)
+    assert _minutes(runtime) == 4 * 2

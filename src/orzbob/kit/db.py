@@ -167,6 +167,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         # Every session in UTC, whatever the server's default: see `UTCDateTime`.
         connect_args={"options": "-c TimeZone=UTC"},
     )
+    event.listen(engine, "connect", _binary_arrays)
     event.listen(engine, "checkout", _refuse_dropped)
 
     event.listen(engine, "checkin", _end_autocommit)
@@ -190,6 +191,15 @@ def _dropped(dbapi_conn: Any) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
+
+
+def _binary_arrays(dbapi_conn: Any, _record: Any) -> None:
+    """List parameters (`one_of`, `pairs_in`: the ids of a batch) go in binary. psycopg's
+    default for a list is text, which runs a regular expression over every element to
+    decide its quoting: thousands of ids per statement on the checkpoint's path."""
+    from psycopg.types.array import ListBinaryDumper
+
+    dbapi_conn.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def _refuse_dropped(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:

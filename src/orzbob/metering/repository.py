@@ -169,7 +169,8 @@ class UsageSegmentRepository(Repository[UsageSegment]):
         )
         if after is not None:
             stmt = stmt.where(UsageSegment.id > after)
-        return session.execute(stmt).all()
+        # On the connection, as Core: columns need none of the ORM's row loading.
+        return session.connection().execute(stmt).all()
 
     def lock_open_of_org(
         self, session: Session, org_id: uuid.UUID, last_seen_of: LastSeenOf

@@ -264,14 +264,30 @@ class MeteringService:
         transaction holds) with their last-seen times, allocation runs over plain values,
         records are appended in one batch and the segments' counters updated in one
         statement. Returns (records written, ids of the segments seen)."""
-        segments = [
+        segments = self.lock_open_batch(session, after=after, limit=limit)
+        written = self.checkpoint_locked(session, segments, catalog=catalog, now=now)
+        return written, [seg.id for seg in segments]
+
+    def lock_open_batch(
+        self, session: Session, *, after: uuid.UUID | None, limit: int
+    ) -> list[OpenSegment]:
+        """The first step of `checkpoint_batch`: the next `limit` open segments by id (after
+        `after`), locked, skipping those another transaction holds, with their instance's
+        last sign of life."""
+        return [
             OpenSegment(*row)
             for row in usage_segments.lock_open_batch(
                 session, last_seen_of, after=after, limit=limit
             )
         ]
+
+    def checkpoint_locked(
+        self, session: Session, segments: list[OpenSegment], *, catalog: Catalog, now: datetime
+    ) -> int:
+        """The rest of `checkpoint_batch`, for segments `lock_open_batch` gave: emit their
+        minutes. Returns the records written."""
         if not segments:
-            return 0, []
+            return 0
         org_ids = sorted({seg.org_id for seg in segments})
         orgs = account_service.orgs_by_id(session, org_ids)
         limits = self.limits(session, [orgs[o] for o in org_ids], catalog=catalog, now=now)
@@ -292,7 +308,7 @@ class MeteringService:
             moved.append((seg.id, seg.emitted_minutes, seg.counted_until))
         rows = self.record_many(session, orgs, by_org, catalog=catalog, now=now)
         usage_segments.save_counters(session, moved)
-        return len(rows), [seg.id for seg in segments]
+        return len(rows)
 
     @staticmethod
     def _cuts(
