@@ -21,15 +21,27 @@ VOLATILE = {"id", "name"}
 
 
 @pytest.fixture
-def statements(runtime: Runtime) -> Iterator[list[str]]:
+def statements(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The statements sent; on PostgreSQL, "(autocommit)" after those sent outside a
-    transaction (no BEGIN before, no COMMIT after)."""
+    transaction (no BEGIN before, no COMMIT after). PostgreSQL's are seen at psycopg's
+    cursor, since the one statement goes to the driver past SQLAlchemy
+    (`kit.db.StatementConnection`); SQLAlchemy sends its own through the same cursor."""
     seen: list[str] = []
+    if runtime.engine.dialect.name == "postgresql":
+        import psycopg
+
+        execute = psycopg.Cursor.execute
+
+        def sent(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(str(query) + (" (autocommit)" if cursor.connection.autocommit else ""))
+            return execute(cursor, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", sent)
+        yield seen
+        return
 
     def record(conn: Any, *args: Any) -> None:
-        dbapi = conn.connection.dbapi_connection
-        alone = conn.dialect.name == "postgresql" and dbapi.autocommit
-        seen.append(str(args[1]) + (" (autocommit)" if alone else ""))
+        seen.append(str(args[1]))
 
     event.listen(runtime.engine, "before_cursor_execute", record)
     yield seen

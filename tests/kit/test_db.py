@@ -81,9 +81,9 @@ def test_a_statement_connection_commits_each_statement_and_goes_back_transaction
     import psycopg
 
     with statement_connection(runtime.engine) as conn:
-        insert = "INSERT INTO test_clock_state (id, now) VALUES (7, now())"
-        conn.exec_driver_sql(insert)
-        dbapi = conn.connection.dbapi_connection
+        insert = "INSERT INTO test_clock_state (id, now) VALUES (7, now()) RETURNING id"
+        assert conn.first_row(insert, {}) == {"id": 7}
+        dbapi = conn.pooled.driver_connection
         # Committed as it ran: no transaction is open, and another connection sees the row.
         assert dbapi.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # type: ignore[union-attr]
         with runtime.read_session() as other:
@@ -96,6 +96,27 @@ def test_a_statement_connection_commits_each_statement_and_goes_back_transaction
             raise RuntimeError("boom")
     with runtime.read_session() as s:
         assert s.execute(text("SELECT count(*) FROM test_clock_state")).scalar() == 1
+
+
+def test_a_statement_connections_driver_error_is_sqlalchemys_and_its_connection_goes_on(
+    runtime: Runtime, is_postgres: bool
+) -> None:
+    """Its statements go to psycopg past SQLAlchemy, but fail as through the engine: the
+    error SQLAlchemy would raise (so the API's handlers and logs see the same), the driver's
+    error underneath, and a connection still fit for the pool."""
+    if not is_postgres:
+        pytest.skip("one-statement connections serve PostgreSQL's hot paths only")
+    import psycopg
+    from sqlalchemy.exc import DataError
+
+    with pytest.raises(DataError) as failed, statement_connection(runtime.engine) as conn:
+        conn.first_row("SELECT 1 / %(zero)s AS x", {"zero": 0})
+    assert isinstance(failed.value.orig, psycopg.errors.DivisionByZero)
+    assert failed.value.statement == "SELECT 1 / %(zero)s AS x"
+    assert not failed.value.connection_invalidated
+    with statement_connection(runtime.engine) as conn:
+        assert conn.first_row("SELECT 1 AS x WHERE %(no)s", {"no": False}) is None
+        assert conn.first_row("SELECT 2 AS x", {}) == {"x": 2}
 
 
 def test_new_ids_are_uuid7_ascending_after_every_id_given_before() -> None:

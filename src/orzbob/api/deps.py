@@ -12,13 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Role
 from orzbob.accounts.service import Principal, account_service
 from orzbob.api.middleware import nul_refusal_of
-from orzbob.kit.db import session_scope, statement_connection
+from orzbob.kit.db import StatementConnection, session_scope, statement_connection
 from orzbob.kit.errors import Forbidden, Unauthorized, Unprocessable
 from orzbob.runtime import Runtime
 from orzbob.testclock import control as testclock_control
@@ -68,7 +67,7 @@ async def in_transaction(
 
 
 def _statement_or_transaction(
-    runtime: Runtime, first: Callable[[Connection], T | None], then: Callable[[Session], T]
+    runtime: Runtime, first: Callable[[StatementConnection], T | None], then: Callable[[Session], T]
 ) -> T:
     if runtime.engine.dialect.name == "postgresql":
         with statement_connection(runtime.engine) as conn:
@@ -80,7 +79,7 @@ def _statement_or_transaction(
 
 
 async def in_statement_or_transaction(
-    runtime: Runtime, first: Callable[[Connection], T | None], then: Callable[[Session], T]
+    runtime: Runtime, first: Callable[[StatementConnection], T | None], then: Callable[[Session], T]
 ) -> T:
     """On PostgreSQL `first`, work of one statement that commits as it runs
     (`kit.db.statement_connection`); when it gives None, having written nothing, or on

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Role
@@ -42,6 +41,7 @@ from orzbob.instances.schemas import (
     PausedOut,
 )
 from orzbob.instances.service import instance_service
+from orzbob.kit.db import StatementConnection
 from orzbob.kit.errors import Forbidden
 from orzbob.runtime import Runtime
 
@@ -144,7 +144,7 @@ async def _beat(
     way, in a transaction."""
     timeout = timedelta(seconds=runtime.settings.heartbeat_timeout_seconds)
 
-    def quick(conn: Connection) -> HeartbeatOut | None:
+    def quick(conn: StatementConnection) -> HeartbeatOut | None:
         if caller.refusal is not None:
             return None
         row = instance_service.quick_heartbeat(

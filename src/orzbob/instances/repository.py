@@ -17,7 +17,6 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     ColumnExpressionArgument,
-    Connection,
     Row,
     String,
     Update,
@@ -37,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
 from orzbob.instances.models import Instance, State
-from orzbob.kit.db import UTCDateTime, dialect_name, one_of
+from orzbob.kit.db import StatementConnection, UTCDateTime, dialect_name, one_of
 from orzbob.kit.repository import Repository
 
 # Built once: a heartbeat is the hottest write. The one query of this repository that reads
@@ -172,7 +171,7 @@ class InstanceRepository(Repository[Instance]):
 
     def quick_beat(
         self,
-        conn: Connection,
+        conn: StatementConnection,
         token_org: ColumnElement[uuid.UUID | None],
         quiet: tuple[ColumnElement[bool], ...],
         params: dict[str, object],
@@ -187,12 +186,10 @@ class InstanceRepository(Repository[Instance]):
         # timestamps come back in the session's time zone and are given in UTC, as the
         # columns' type gives them.
         sql, literals = _quick_beat_sql(conn.dialect, token_org, quiet)
-        row = conn.exec_driver_sql(sql, {**literals, **params}).one_or_none()
+        row = conn.first_row(sql, {**literals, **params})
         if row is None:
             return None
-        return {
-            k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row._mapping.items()
-        }
+        return {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()}
 
     def of_org(
         self, session: Session, org_id: uuid.UUID, instance_id: uuid.UUID, *, lock: bool = False

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
@@ -30,7 +30,7 @@ from orzbob.instances.models import TRANSITIONS, Instance, InstanceEvent, Reason
 from orzbob.instances.providers import Provider, default_provider
 from orzbob.instances.repository import instance_repository
 from orzbob.kit import metrics
-from orzbob.kit.db import on_commit
+from orzbob.kit.db import StatementConnection, on_commit
 from orzbob.kit.errors import Conflict, Forbidden, NotFound, Unprocessable
 from orzbob.metering import service as metering
 from orzbob.metering.service import metering_service
@@ -236,7 +236,7 @@ class InstanceService:
 
     def quick_heartbeat(
         self,
-        conn: Connection,
+        conn: StatementConnection,
         token_hash: str,
         instance_id: uuid.UUID,
         *,

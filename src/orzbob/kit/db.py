@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.rows import dict_row
 from sqlalchemy import (
     JSON,
-    Connection,
     DateTime,
     Engine,
     MetaData,
@@ -33,8 +33,9 @@ from sqlalchemy import (
 from sqlalchemy import select as sql_select  # `select` here is the standard library's
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
 
 from orzbob.kit.bulk import upsert_add_pg
@@ -234,13 +235,65 @@ def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmake
     return factory
 
 
+class StatementConnection:
+    """A pooled PostgreSQL connection on which each statement commits as it runs
+    (`statement_connection`). Its statements go to psycopg as they are: SQLAlchemy's
+    execution around one (its connection, execution context, result and row objects) cost a
+    heartbeat about as many instructions as psycopg's own work. So they are not seen by the
+    engine's execution events; a driver error is raised as SQLAlchemy raises it."""
+
+    def __init__(self, engine: Engine, pooled: PoolProxiedConnection) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.pooled = pooled
+
+    def first_row(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The first row `sql` gives, by column name, or None: the driver's SQL with its
+        parameters, sent as `Connection.exec_driver_sql` would send them."""
+        cursor = self.pooled.driver_connection.cursor(row_factory=dict_row)  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            row: dict[str, Any] | None = cursor.fetchone()
+            return row
+        except self.dialect.loaded_dbapi.Error as err:
+            # As through a `Connection`: a connection the server dropped leaves the pool.
+            lost = self.dialect.is_disconnect(err, self.pooled.dbapi_connection, cursor)
+            if lost:
+                self.pooled.invalidate(err)
+            raise _wrapped(self.engine, err, sql, params, lost) from err
+        finally:
+            cursor.close()
+
+
+def _wrapped(
+    engine: Engine, err: Exception, sql: str | None, params: dict[str, Any] | None, lost: bool
+) -> DBAPIError:
+    return DBAPIError.instance(
+        sql,
+        params,
+        err,
+        engine.dialect.loaded_dbapi.Error,
+        hide_parameters=engine.hide_parameters,
+        connection_invalidated=lost,
+        dialect=engine.dialect,
+    )
+
+
 @contextmanager
-def statement_connection(engine: Engine) -> Iterator[Connection]:
+def statement_connection(engine: Engine) -> Iterator[StatementConnection]:
     """A pooled PostgreSQL connection on which each statement commits as it runs, for work
     that is one statement (atomic on its own): no BEGIN or COMMIT round trip, and none of a
-    session's unit of work around it. Back in the pool it is as it was."""
-    with engine.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+    session's unit of work around it. Back in the pool it is as it was (`_end_autocommit`)."""
+    try:
+        pooled = engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as err:
+        lost = engine.dialect.is_disconnect(err, None, None)
+        raise _wrapped(engine, err, None, None, lost) from err
+    try:
+        pooled.driver_connection.autocommit = True  # type: ignore[union-attr]
+        yield StatementConnection(engine, pooled)
+    finally:
+        pooled.close()
 
 
 @contextmanager
