@@ -27,7 +27,7 @@ from orzbob.billing.endpoints import router as billing_router
 from orzbob.config import Settings, load_settings
 from orzbob.credits.endpoints import router as credits_router
 from orzbob.hooks import install_hooks
-from orzbob.instances.endpoints import beats_router
+from orzbob.instances.endpoints import beats_router, heartbeat_router
 from orzbob.instances.endpoints import router as instances_router
 from orzbob.jobs import register_jobs
 from orzbob.kit.db import POOL_SIZE
@@ -101,6 +101,7 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
     for router in (
         health_router,
         billing_router,
+        heartbeat_router,
         beats_router,
         instances_router,
         accounts_router,
