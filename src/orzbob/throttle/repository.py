@@ -164,15 +164,49 @@ def _clock_params(
     """The bound values of the sweep's statement (`_sweep_statement`) or, with `prefix`
     "q_", of the heartbeat's quiet condition (`_quiet_beat`) at `now`: the clock, today, the
     margin, and each plan's idle and continuous-run thresholds."""
+    return _params_at(_plan_offsets(catalog, prefix), prefix, now, margin_minutes)
+
+
+def _params_at(
+    offsets: tuple[tuple[str, timedelta], ...], prefix: str, now: datetime, margin_minutes: int
+) -> dict[str, object]:
     params: dict[str, object] = {
         f"{prefix}now": now,
         f"{prefix}today": now.date(),
         f"{prefix}margin": margin_minutes,
     }
-    for i, plan in enumerate(catalog.plans):
-        params[f"{prefix}idle_{i}"] = now - timedelta(minutes=plan.idle_timeout_minutes)
-        params[f"{prefix}run_{i}"] = now - timedelta(hours=plan.continuous_cap_hours)
+    for name, back in offsets:
+        params[name] = now - back
     return params
+
+
+@functools.lru_cache(maxsize=32)
+def _plan_offsets(catalog: Catalog, prefix: str) -> tuple[tuple[str, timedelta], ...]:
+    """Each plan's idle and continuous-run thresholds as (parameter, time before now)."""
+    offsets: list[tuple[str, timedelta]] = []
+    for i, plan in enumerate(catalog.plans):
+        offsets.append((f"{prefix}idle_{i}", timedelta(minutes=plan.idle_timeout_minutes)))
+        offsets.append((f"{prefix}run_{i}", timedelta(hours=plan.continuous_cap_hours)))
+    return tuple(offsets)
+
+
+# The quiet condition and its thresholds by catalog object, for the heartbeat: found by
+# identity, since `lru_cache` hashes a frozen pydantic catalog field by field, every plan and
+# tier, on each call, which cost a beat more than building its parameters. The catalog is
+# kept beside them, so its id is not reused while it is here.
+_QUIET_BY_CATALOG: dict[
+    int, tuple[Catalog, ColumnElement[bool], tuple[tuple[str, timedelta], ...]]
+] = {}
+
+
+def _quiet_of(catalog: Catalog) -> tuple[ColumnElement[bool], tuple[tuple[str, timedelta], ...]]:
+    known = _QUIET_BY_CATALOG.get(id(catalog))
+    if known is None or known[0] is not catalog:
+        if len(_QUIET_BY_CATALOG) >= 32:
+            _QUIET_BY_CATALOG.clear()
+        known = (catalog, _quiet_beat(catalog), _plan_offsets(catalog, "q_"))
+        _QUIET_BY_CATALOG[id(catalog)] = known
+    return known[1], known[2]
 
 
 @functools.lru_cache(maxsize=32)
@@ -297,7 +331,8 @@ class ThrottleRepository:
         self, catalog: Catalog, now: datetime, margin_minutes: int
     ) -> tuple[ColumnElement[bool], dict[str, object]]:
         """`_quiet_beat` for this catalog, with its parameters at `now`."""
-        return _quiet_beat(catalog), _clock_params(catalog, now, margin_minutes, prefix="q_")
+        clause, offsets = _quiet_of(catalog)
+        return clause, _params_at(offsets, "q_", now, margin_minutes)
 
     def oldest_counted(self, session: Session, org_ids: Sequence[uuid.UUID]) -> datetime | None:
         """How far back the least recently counted open segment of these orgs is counted."""
