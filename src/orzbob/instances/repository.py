@@ -183,13 +183,16 @@ class InstanceRepository(Repository[Instance]):
         or None (nothing written). PostgreSQL only: the caller checks the database. The row
         lock is the UPDATE's own; on a `kit.db.statement_connection` it commits as it runs."""
         # psycopg binds the values as they are (aware datetimes, UUIDs) and the SQL casts them;
-        # timestamps come back in the session's time zone and are given in UTC, as the
-        # columns' type gives them.
+        # timestamps come back in the session's time zone (UTC, so already tagged with
+        # `datetime.UTC`) and are given in UTC, as the columns' type gives them.
         sql, literals = _quick_beat_sql(conn.dialect, token_org, quiet)
         row = conn.first_row(sql, {**literals, **params})
         if row is None:
             return None
-        return {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()}
+        for k, v in row.items():
+            if isinstance(v, datetime) and v.tzinfo is not UTC:
+                row[k] = v.astimezone(UTC)
+        return row
 
     def of_org(
         self, session: Session, org_id: uuid.UUID, instance_id: uuid.UUID, *, lock: bool = False
