@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy import select as sql_select  # `select` here is the standard library's
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
@@ -267,7 +267,7 @@ class StatementConnection:
 
 def _wrapped(
     engine: Engine, err: Exception, sql: str | None, params: dict[str, Any] | None, lost: bool
-) -> DBAPIError:
+) -> StatementError:
     return DBAPIError.instance(
         sql,
         params,
