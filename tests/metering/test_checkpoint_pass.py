@@ -331,3 +331,38 @@ def test_a_failing_batch_stops_the_pass_and_loses_nothing(
     # The next pass counts what the failed one left, exactly once.
     assert checkpoint_open_segments(runtime) == (4 if committed == 0 else 2)
     assert _minutes(runtime) == 4 * 2
+
+
+def test_an_orgs_segments_share_a_batch_however_their_ids_interleave(
+    runtime: Runtime,
+    clock: ManualClock,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches go by org, then id: instances started one org after another (ids A1 B1 C1 A2
+    B2 C2 …) still give each batch a single org, so a pass reads and writes each org's
+    periods, rollups and alerts once instead of once per instance."""
+    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 3)
+    orgs = [make_org(name=f"Org {n}", plan="usage-only") for n in range(3)]
+    for _ in range(3):
+        for org in orgs:
+            with runtime.session() as s:
+                instance_service.create(
+                    s, org.id, tier="small", name=None, catalog=runtime.catalog,
+                    now=runtime.clock.now(),
+                )  # fmt: skip
+    clock.advance(300)
+    _beat_all(runtime)
+    batches: list[set[Any]] = []
+    work = metering_service.checkpoint_locked
+
+    def watched(session: Session, segments: list[Any], **kwargs: Any) -> int:
+        if segments:
+            batches.append({seg.org_id for seg in segments})
+        return work(session, segments, **kwargs)
+
+    monkeypatch.setattr(metering_service, "checkpoint_locked", watched)
+    assert checkpoint_open_segments(runtime) == 9
+    assert sorted(len(b) for b in batches) == [1, 1, 1]
+    assert set().union(*batches) == {org.id for org in orgs}
+    assert _minutes(runtime) == 9 * 5

@@ -45,7 +45,8 @@ class UsageSegment(Base):
             sqlite_where=text("ended_at IS NULL"),
         ),
         Index("ix_usage_segments_instance_started", "instance_id", "started_at"),
-        # Open segments only: the checkpoint pages through them, the limiters read an org's.
+        # Open segments only: by id (is anything open?), and by org then id: the checkpoint
+        # pages through them an org at a time, the limiters read an org's (migration 0017).
         Index(
             "ix_usage_segments_open_id",
             "id",
@@ -53,8 +54,9 @@ class UsageSegment(Base):
             sqlite_where=text("ended_at IS NULL"),
         ),
         Index(
-            "ix_usage_segments_open_org",
+            "ix_usage_segments_open_org_id",
             "org_id",
+            "id",
             postgresql_where=text("ended_at IS NULL"),
             sqlite_where=text("ended_at IS NULL"),
         ),

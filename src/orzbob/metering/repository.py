@@ -25,6 +25,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     type_coerce,
     update,
 )
@@ -145,12 +146,13 @@ class UsageSegmentRepository(Repository[UsageSegment]):
         session: Session,
         last_seen_of: LastSeenOf,
         *,
-        after: uuid.UUID | None,
+        after: tuple[uuid.UUID, uuid.UUID] | None,
         limit: int,
     ) -> Sequence[Row[uuid.UUID, uuid.UUID, uuid.UUID, str, datetime, int, datetime, datetime]]:
-        """The next `limit` open segments by id (after `after`) as plain rows (id, org id,
-        instance id, tier, started at, emitted minutes, counted until, the instance's last
-        sign of life), locked, skipping those another transaction holds."""
+        """The next `limit` open segments by (org id, id), after the (org id, id) `after`, as
+        plain rows (id, org id, instance id, tier, started at, emitted minutes, counted until,
+        the instance's last sign of life), locked, skipping those another transaction holds.
+        An org's segments are consecutive, so they fall in one batch (or two at a boundary)."""
         stmt = (
             select(
                 UsageSegment.id,
@@ -163,12 +165,12 @@ class UsageSegmentRepository(Repository[UsageSegment]):
                 last_seen_of(UsageSegment.instance_id),
             )
             .where(UsageSegment.ended_at.is_(None))
-            .order_by(UsageSegment.id)
+            .order_by(UsageSegment.org_id, UsageSegment.id)
             .limit(limit)
             .with_for_update(of=UsageSegment, skip_locked=True, key_share=True)
         )
         if after is not None:
-            stmt = stmt.where(UsageSegment.id > after)
+            stmt = stmt.where(tuple_(UsageSegment.org_id, UsageSegment.id) > tuple_(*after))
         # On the connection, as Core: columns need none of the ORM's row loading.
         return session.connection().execute(stmt).all()
 

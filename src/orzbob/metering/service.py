@@ -253,12 +253,13 @@ class MeteringService:
         self,
         session: Session,
         *,
-        after: uuid.UUID | None,
+        after: tuple[uuid.UUID, uuid.UUID] | None,
         limit: int,
         catalog: Catalog,
         now: datetime,
     ) -> tuple[int, list[uuid.UUID]]:
-        """Emit the minutes the next `limit` open segments (by id, after `after`) have accrued
+        """Emit the minutes the next `limit` open segments (by org id and id, after the
+        (org id, id) `after`) have accrued
         up to their instance's last sign of life (never past it, a cap or a due plan
         change), set-based: one query reads the segments (locked, skipping those another
         transaction holds) with their last-seen times, allocation runs over plain values,
@@ -269,11 +270,11 @@ class MeteringService:
         return written, [seg.id for seg in segments]
 
     def lock_open_batch(
-        self, session: Session, *, after: uuid.UUID | None, limit: int
+        self, session: Session, *, after: tuple[uuid.UUID, uuid.UUID] | None, limit: int
     ) -> list[OpenSegment]:
-        """The first step of `checkpoint_batch`: the next `limit` open segments by id (after
-        `after`), locked, skipping those another transaction holds, with their instance's
-        last sign of life."""
+        """The first step of `checkpoint_batch`: the next `limit` open segments by org id and
+        id (after the (org id, id) `after`), locked, skipping those another transaction
+        holds, with their instance's last sign of life."""
         return [
             OpenSegment(*row)
             for row in usage_segments.lock_open_batch(

@@ -29,20 +29,20 @@ from orzbob.runtime import Runtime
 CHECKPOINT_BATCH = 2500
 # Batches in flight at once on PostgreSQL, each on its own connection: while one waits for
 # the database, the next one's Python runs (alone, a pass spends about 40 % of its time
-# waiting and 60 % in Python). They are disjoint sets of segments, locked in id order, and
-# take period locks in key order, as batches of several workers always could.
+# waiting and 60 % in Python). They are disjoint sets of segments, locked in (org, id)
+# order, and take period locks in key order, as batches of several workers always could.
 CHECKPOINT_LANES = 2
 log = logging.getLogger(__name__)
 
 
 class _Feed:
-    """Hands out one pass's batches in id order. A lane holds it only while it locks its
+    """Hands out one pass's batches in (org, id) order. A lane holds it only while it locks its
     batch, so the next lane locks the batch after while this one does the rest of its work.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.after: uuid.UUID | None = None
+        self.after: tuple[uuid.UUID, uuid.UUID] | None = None  # (org id, id)
         self.first = True
         self.done = False
         self.idle = False
@@ -77,12 +77,12 @@ def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
 
 
 class _Turn:
-    """One batch's place in the pass: the id it starts after, taken from the feed once (a
+    """One batch's place in the pass: the (org id, id) it starts after, taken from the feed once (a
     batch run again keeps it)."""
 
     def __init__(self) -> None:
         self.taken = False
-        self.after: uuid.UUID | None = None
+        self.after: tuple[uuid.UUID, uuid.UUID] | None = None
         self.first = False
         self.last = False
 
@@ -126,7 +126,7 @@ def _batch(runtime: Runtime, feed: _Feed, now: datetime, turn: _Turn) -> None:
             if not feed.done and turn.after == feed.after:
                 turn.last = len(segments) < CHECKPOINT_BATCH
                 if segments:
-                    feed.after = segments[-1].id
+                    feed.after = (segments[-1].org_id, segments[-1].id)
                 feed.done = turn.last
             feed.in_flight += 1
         try:
