@@ -266,6 +266,21 @@ def test_on_postgresql_the_next_batch_runs_while_one_is_in_flight(
     assert metrics.daily_usage_hours._value.get() == pytest.approx(60 / 60)
 
 
+def _four_running_in_batches_of_two(
+    runtime: Runtime,
+    clock: ManualClock,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., int]:
+    """Two orgs with two instances each, run for two minutes, checkpointed two segments a
+    batch; returns the batch work, for a test to wrap."""
+    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
+    _fleet(runtime, make_org, orgs=2, per_org=2)
+    clock.advance(120)
+    _beat_all(runtime)
+    return metering_service.checkpoint_locked
+
+
 def test_a_batch_aborted_by_a_deadlock_runs_again(
     runtime: Runtime,
     clock: ManualClock,
@@ -275,11 +290,7 @@ def test_a_batch_aborted_by_a_deadlock_runs_again(
 ) -> None:
     from psycopg.errors import DeadlockDetected
 
-    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
-    _fleet(runtime, make_org, orgs=2, per_org=2)
-    clock.advance(120)
-    _beat_all(runtime)
-    work = metering_service.checkpoint_locked
+    work = _four_running_in_batches_of_two(runtime, clock, make_org, monkeypatch)
     failed: list[int] = []
     turn = threading.Lock()
 
@@ -307,11 +318,7 @@ def test_a_failing_batch_stops_the_pass_and_loses_nothing(
     make_org: Callable[..., OrgHandle],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(tasks, "CHECKPOINT_BATCH", 2)
-    _fleet(runtime, make_org, orgs=2, per_org=2)
-    clock.advance(120)
-    _beat_all(runtime)
-    work = metering_service.checkpoint_locked
+    work = _four_running_in_batches_of_two(runtime, clock, make_org, monkeypatch)
     calls: list[int] = []
 
     def broken(*args: Any, **kwargs: Any) -> int:
