@@ -36,9 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class _Feed:
-    """Hands out one pass's batches in (org, id) order. A lane holds it only while it locks its
-    batch, so the next lane locks the batch after while this one does the rest of its work.
-    """
+    """Hands out one pass's batches in (org, id) order. A lane holds it only while it locks
+    its batch, so the next lane locks the batch after while this one does the rest."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -77,8 +76,8 @@ def checkpoint_open_segments(runtime: Runtime) -> int | Idle:
 
 
 class _Turn:
-    """One batch's place in the pass: the (org id, id) it starts after, taken from the feed once (a
-    batch run again keeps it)."""
+    """One batch's place in the pass: the (org id, id) it starts after, taken from the feed
+    once (a batch run again keeps it)."""
 
     def __init__(self) -> None:
         self.taken = False
