@@ -83,7 +83,6 @@ def _raw_executemany(url: str, rows: list[dict[str, Any]]) -> float:
 
 def _sqlite(v: Any) -> Any:
     import uuid
-    from datetime import datetime
 
     if isinstance(v, uuid.UUID):
         return v.hex

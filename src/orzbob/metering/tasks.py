@@ -114,7 +114,8 @@ def _batch(runtime: Runtime, feed: _Feed, now: datetime, turn: _Turn) -> None:
     only for that statement), then checkpoint it, in one transaction."""
     with runtime.session() as session:
         with feed.lock:
-            if not turn.taken:
+            fresh = not turn.taken  # a batch run again leaves the feed as it is
+            if fresh:
                 if feed.done:
                     return
                 turn.taken, turn.after, turn.first = True, feed.after, feed.first
@@ -122,7 +123,7 @@ def _batch(runtime: Runtime, feed: _Feed, now: datetime, turn: _Turn) -> None:
             segments = metering_service.lock_open_batch(
                 session, after=turn.after, limit=CHECKPOINT_BATCH
             )
-            if not feed.done and turn.after == feed.after:
+            if fresh:
                 turn.last = len(segments) < CHECKPOINT_BATCH
                 if segments:
                     feed.after = (segments[-1].org_id, segments[-1].id)

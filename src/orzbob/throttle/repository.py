@@ -180,9 +180,9 @@ def _params_at(
     return params
 
 
-@functools.lru_cache(maxsize=32)
 def _plan_offsets(catalog: Catalog, prefix: str) -> tuple[tuple[str, timedelta], ...]:
-    """Each plan's idle and continuous-run thresholds as (parameter, time before now)."""
+    """Each plan's idle and continuous-run thresholds as (parameter, time before now): a
+    loop over a few plans, cheaper than an `lru_cache` lookup that hashes the catalog."""
     offsets: list[tuple[str, timedelta]] = []
     for i, plan in enumerate(catalog.plans):
         offsets.append((f"{prefix}idle_{i}", timedelta(minutes=plan.idle_timeout_minutes)))
