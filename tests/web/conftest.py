@@ -27,7 +27,11 @@ FLAGS = [
 ARTIFACTS = Path(os.environ.get("ORZ_TEST_ARTIFACTS", "test-artifacts"))
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running on the main
+# thread while it is open, and any later test in the same process that runs `asyncio.run`
+# there (the alert sender does, under `advance`) would fail with "cannot be called from a
+# running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(
