@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from orzbob.accounts.models import Role
@@ -94,6 +95,34 @@ def truncate_all(engine: Engine) -> None:
         else:
             for name in tables:
                 conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def statements(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The statements sent; on PostgreSQL, "(autocommit)" after those sent outside a
+    transaction (no BEGIN before, no COMMIT after). PostgreSQL's are seen at psycopg's
+    cursor, since the hot paths send some to the driver past SQLAlchemy
+    (`kit.db.StatementConnection`); SQLAlchemy sends its own through the same cursor."""
+    seen: list[str] = []
+    if runtime.engine.dialect.name == "postgresql":
+        import psycopg
+
+        execute = psycopg.Cursor.execute
+
+        def sent(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(str(query) + (" (autocommit)" if cursor.connection.autocommit else ""))
+            return execute(cursor, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", sent)
+        yield seen
+        return
+
+    def record(conn: Any, *args: Any) -> None:
+        seen.append(str(args[1]))
+
+    event.listen(runtime.engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(runtime.engine, "before_cursor_execute", record)
 
 
 @pytest.fixture

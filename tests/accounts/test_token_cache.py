@@ -84,23 +84,14 @@ def test_entries_are_bounded_and_expire() -> None:
 
 
 def test_a_token_the_cache_does_not_know_reads_its_org_once(
-    client: TestClient, runtime: Runtime, make_org: Callable[..., OrgHandle]
+    client: TestClient, make_org: Callable[..., OrgHandle], statements: list[str]
 ) -> None:
     """Authentication loads the org with the token, so the billing read that follows in the
     same transaction finds it in the session and sends no query of its own for it."""
-    from sqlalchemy import event
-
     org = make_org(plan="base-plus-usage")
     accounts.token_cache.clear()
-    seen: list[str] = []
-
-    def spy(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
-        seen.append(" ".join(statement.split()))
-
-    event.listen(runtime.engine, "before_cursor_execute", spy)
-    try:
-        assert client.get("/v1/billing", headers=org.headers).status_code == 200
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", spy)
+    statements.clear()
+    assert client.get("/v1/billing", headers=org.headers).status_code == 200
+    seen = [" ".join(q.split()) for q in statements]
     reads_of_orgs = [s for s in seen if re.search(r"(FROM|JOIN) \(?orgs\b", s)]
     assert len(reads_of_orgs) == 1 and "api_tokens" in reads_of_orgs[0], reads_of_orgs

@@ -5,12 +5,11 @@ tokens, unknown or stopped instances) goes the full way, which the other tests c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from orzbob.accounts import service as accounts
 from orzbob.instances import service as instances
@@ -18,34 +17,6 @@ from orzbob.runtime import Runtime
 from tests.conftest import OrgHandle, advance
 
 VOLATILE = {"id", "name"}
-
-
-@pytest.fixture
-def statements(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The statements sent; on PostgreSQL, "(autocommit)" after those sent outside a
-    transaction (no BEGIN before, no COMMIT after). PostgreSQL's are seen at psycopg's
-    cursor, since the one statement goes to the driver past SQLAlchemy
-    (`kit.db.StatementConnection`); SQLAlchemy sends its own through the same cursor."""
-    seen: list[str] = []
-    if runtime.engine.dialect.name == "postgresql":
-        import psycopg
-
-        execute = psycopg.Cursor.execute
-
-        def sent(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.append(str(query) + (" (autocommit)" if cursor.connection.autocommit else ""))
-            return execute(cursor, query, *args, **kwargs)
-
-        monkeypatch.setattr(psycopg.Cursor, "execute", sent)
-        yield seen
-        return
-
-    def record(conn: Any, *args: Any) -> None:
-        seen.append(str(args[1]))
-
-    event.listen(runtime.engine, "before_cursor_execute", record)
-    yield seen
-    event.remove(runtime.engine, "before_cursor_execute", record)
 
 
 def _start(client: TestClient, org: OrgHandle) -> str:

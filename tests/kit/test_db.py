@@ -1,8 +1,9 @@
 import time
 import uuid
+from datetime import UTC, timedelta, timezone
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, insert, literal, select, text
 
 from orzbob.kit.db import (
     advisory_lock,
@@ -117,6 +118,40 @@ def test_a_statement_connections_driver_error_is_sqlalchemys_and_its_connection_
     with statement_connection(runtime.engine) as conn:
         assert conn.first_row("SELECT 1 AS x WHERE %(no)s", {"no": False}) is None
         assert conn.first_row("SELECT 2 AS x", {}) == {"x": 2}
+
+
+_CLOCK = clock_models.TestClockState.__table__
+_CLOCK_ROWS = (
+    select(_CLOCK.c.id, _CLOCK.c.now, literal("fixed").label("tag"))
+    .where(_CLOCK.c.id >= bindparam("least"))
+    .order_by(_CLOCK.c.id)
+)
+
+
+def test_a_statement_connections_rows_are_the_sessions_rows(
+    runtime: Runtime, is_postgres: bool
+) -> None:
+    """A statement built once, compiled once to the driver's SQL: the same rows as through
+    the session (its literals bound, timestamps in UTC), and a driver error as SQLAlchemy's."""
+    if not is_postgres:
+        pytest.skip("one-statement connections serve PostgreSQL's hot paths only")
+    from sqlalchemy.exc import DataError
+
+    with runtime.session() as w:
+        for i, at in enumerate((T0, T0 + timedelta(hours=1)), start=1):
+            w.execute(insert(_CLOCK).values(id=i, now=at.astimezone(timezone(timedelta(hours=5)))))
+    with runtime.read_session() as s:
+        expected = [tuple(r) for r in s.execute(_CLOCK_ROWS, {"least": 2})]
+    with statement_connection(runtime.engine) as conn:
+        for _ in range(2):  # the second from the compiled cache
+            got = conn.rows(_CLOCK_ROWS, {"least": 2})
+            assert got == expected == [(2, T0 + timedelta(hours=1), "fixed")]
+            assert got[0][1].tzinfo is UTC
+        assert conn.rows(_CLOCK_ROWS, {"least": 3}) == []
+        with pytest.raises(DataError):
+            conn.rows(_CLOCK_ROWS, {"least": "two"})
+    with statement_connection(runtime.engine) as conn:  # the connection went back fit
+        assert len(conn.rows(_CLOCK_ROWS, {"least": 1})) == 2
 
 
 def test_new_ids_are_uuid7_ascending_after_every_id_given_before() -> None:

@@ -67,25 +67,33 @@ async def in_transaction(
 
 
 def _statement_or_transaction(
-    runtime: Runtime, first: Callable[[StatementConnection], T | None], then: Callable[[Session], T]
+    runtime: Runtime,
+    first: Callable[[StatementConnection], T | None],
+    then: Callable[[Session], T],
+    read_only: bool,
 ) -> T:
     if runtime.engine.dialect.name == "postgresql":
         with statement_connection(runtime.engine) as conn:
             done = first(conn)
         if done is not None:
             return done
-    with session_scope(runtime.sessions) as session:
+    with session_scope(runtime.read_sessions if read_only else runtime.sessions) as session:
         return then(session)
 
 
 async def in_statement_or_transaction(
-    runtime: Runtime, first: Callable[[StatementConnection], T | None], then: Callable[[Session], T]
+    runtime: Runtime,
+    first: Callable[[StatementConnection], T | None],
+    then: Callable[[Session], T],
+    *,
+    read_only: bool = False,
 ) -> T:
     """On PostgreSQL `first`, work of one statement that commits as it runs
     (`kit.db.statement_connection`); when it gives None, having written nothing, or on
-    SQLite, `then` in one transaction. On one threadpool hop. For the hot paths whose
-    common case is one statement: it costs no BEGIN or COMMIT round trip, and no session."""
-    return await run_in_threadpool(_statement_or_transaction, runtime, first, then)
+    SQLite, `then` in one transaction (a read-only one takes no write lock on SQLite). On
+    one threadpool hop. For the hot paths whose common case is one statement: it costs no
+    BEGIN or COMMIT round trip, and no session."""
+    return await run_in_threadpool(_statement_or_transaction, runtime, first, then, read_only)
 
 
 def json_response(model: BaseModel, *, status_code: int = 200) -> Response:

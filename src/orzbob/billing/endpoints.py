@@ -13,13 +13,14 @@ from orzbob.api.deps import (
     SessionDep,
     StaffDep,
     caller_of,
-    in_transaction,
+    in_statement_or_transaction,
     json_response,
     now_of,
     runtime_of,
 )
 from orzbob.billing.schemas import BillingOut, SpendLimitIn
 from orzbob.billing.service import billing_service
+from orzbob.kit.db import Reader, StatementConnection, session_scope
 from orzbob.quota.service import quota_service
 
 router = APIRouter(tags=["billing"])
@@ -31,14 +32,22 @@ async def get_billing(request: Request) -> Response:
     caller, runtime = caller_of(request), runtime_of(request)
     now = await now_of(runtime)
 
-    def read(session: Session) -> BillingOut:
+    def read(session: Session, db: Reader | None = None) -> BillingOut:
         if caller.cached is not None:
             caller.org_admitted(caller.cached)  # refused before any query, as it was known
-        principal, org, runs = billing_service.head(session, caller.raw, caller.cached)
+        principal, org, runs = billing_service.head(db or session, caller.raw, caller.cached)
         caller.org_admitted(principal)
-        return billing_service.read_head(session, org, runs, catalog=runtime.catalog, now=now)
+        return billing_service.read_head(
+            session, org, runs, catalog=runtime.catalog, now=now, db=db
+        )
 
-    return json_response(await in_transaction(runtime, read, read_only=True))
+    def quick(conn: StatementConnection) -> BillingOut:
+        # The head and the snapshot on the statement connection; the session connects only
+        # for what few orgs need beyond them.
+        with session_scope(runtime.read_sessions) as session:
+            return read(session, conn)
+
+    return json_response(await in_statement_or_transaction(runtime, quick, read, read_only=True))
 
 
 @router.put("/v1/billing/spend-limit", response_model=BillingOut)

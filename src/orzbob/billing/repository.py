@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, and_, bindparam, func, literal, select
-from sqlalchemy.orm import Session
+from sqlalchemy import BindParameter, Select, and_, bindparam, func, literal, select
 
 from orzbob.accounts.models import ApiToken, Org
 from orzbob.alerts.models import AlertState, BudgetAlert
 from orzbob.credits.models import CreditGrant
 from orzbob.instances.models import Instance, InstanceFacts
+from orzbob.kit.db import Reader, StatementConnection
 from orzbob.metering.models import SegmentFacts, UsageSegment
 from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 
@@ -196,19 +196,24 @@ def _runs(rows: Sequence[Any], at: int) -> Runs:
     ]
 
 
+def _rows(db: Reader, stmt: Select[*tuple[Any, ...]], params: dict[str, Any]) -> Sequence[Any]:
+    if isinstance(db, StatementConnection):
+        return db.rows(stmt, params)
+    # On the session's connection: columns only, so none of the ORM's execution path.
+    return db.connection().execute(stmt, params).all()
+
+
 class BillingRepository:
-    def org_head(self, session: Session, org_id: uuid.UUID) -> tuple[OrgRow | None, Runs]:
+    def org_head(self, db: Reader, org_id: uuid.UUID) -> tuple[OrgRow | None, Runs]:
         """The org (None if there is none) and its open runs."""
-        rows: Sequence[Any] = session.connection().execute(_ORG_HEAD, {"org_id": org_id}).all()
+        rows = _rows(db, _ORG_HEAD, {"org_id": org_id})
         if not rows:
             return None, []
         return OrgRow(*rows[0][:8]), _runs(rows, 8)
 
-    def token_head(self, session: Session, token_hash: str) -> tuple[TokenRow | None, Runs]:
+    def token_head(self, db: Reader, token_hash: str) -> tuple[TokenRow | None, Runs]:
         """The token (None if unknown) with its org, and the org's open runs."""
-        rows: Sequence[Any] = (
-            session.connection().execute(_TOKEN_HEAD, {"token_hash": token_hash}).all()
-        )
+        rows = _rows(db, _TOKEN_HEAD, {"token_hash": token_hash})
         if not rows:
             return None, []
         first = rows[0]
@@ -217,21 +222,17 @@ class BillingRepository:
         return TokenRow(token_id, role, org_id, revoked_at, org), _runs(rows, 12)
 
     def snapshot(
-        self, session: Session, org_id: uuid.UUID, period_start: datetime, now: datetime
+        self, db: Reader, org_id: uuid.UUID, period_start: datetime, now: datetime
     ) -> BillingSnapshot:
-        # On the session's connection: columns only, so none of the ORM's execution path.
-        rows = (
-            session.connection()
-            .execute(
-                _SNAPSHOT,
-                {
-                    "org_id": org_id,
-                    "period_start": period_start,
-                    "now": now,
-                    "today": now.astimezone(UTC).date(),
-                },
-            )
-            .all()
+        rows = _rows(
+            db,
+            _SNAPSHOT,
+            {
+                "org_id": org_id,
+                "period_start": period_start,
+                "now": now,
+                "today": now.astimezone(UTC).date(),
+            },
         )
         *_, used, exhausted_at, today, grants, runs, alerts = rows[0]
         return BillingSnapshot(

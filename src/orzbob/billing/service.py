@@ -15,6 +15,7 @@ from orzbob.billing.repository import Runs, billing_repository
 from orzbob.billing.schemas import BillingOut, ThrottleOut, UpcomingOut
 from orzbob.catalog.models import Catalog
 from orzbob.credits.service import credit_service
+from orzbob.kit.db import Reader
 from orzbob.kit.errors import NotFound
 from orzbob.quota.allocation import org_period
 from orzbob.quota.service import PeriodFacts, quota_service
@@ -23,7 +24,7 @@ from orzbob.throttle.status import throttle_status
 
 class BillingService:
     def head(
-        self, session: Session, raw_token: str, cached: Principal | None
+        self, db: Reader, raw_token: str, cached: Principal | None
     ) -> tuple[Principal, OrgFacts | None, Runs]:
         """Who is asking (a token the cache knows, or one read by hash and admitted as
         `account_service.authenticate` would), with their org and its open runs, in one
@@ -31,10 +32,10 @@ class BillingService:
         if cached is not None:
             if cached.org_id is None:
                 return cached, None, []
-            org, runs = billing_repository.org_head(session, cached.org_id)
+            org, runs = billing_repository.org_head(db, cached.org_id)
             return cached, org, runs
         token_hash = hash_token(raw_token)
-        row, runs = billing_repository.token_head(session, token_hash)
+        row, runs = billing_repository.token_head(db, token_hash)
         principal = account_service.admit(token_hash, row)
         assert row is not None  # admit refuses an unknown token
         return principal, row.Org, runs
@@ -47,11 +48,12 @@ class BillingService:
         *,
         catalog: Catalog,
         now: datetime,
+        db: Reader | None = None,
     ) -> BillingOut:
         """`read` of the org and open runs `head` gave."""
         if org is None or org.deleted_at is not None:
             raise NotFound("Organization not found.")
-        return self.read(session, org, catalog=catalog, now=now, runs=runs)
+        return self.read(session, org, catalog=catalog, now=now, runs=runs, db=db)
 
     def read(
         self,
@@ -61,11 +63,13 @@ class BillingService:
         catalog: Catalog,
         now: datetime,
         runs: Runs | None = None,
+        db: Reader | None = None,
     ) -> BillingOut:
         """The billing object of the org; `runs`: its open runs, when the caller has read
-        them (`head`)."""
+        them (`head`). `db`: where the snapshot statement runs, if not on `session` (which
+        then serves only what few orgs need: credit grants, an alert, ...)."""
         period = org_period(org, now)
-        snap = billing_repository.snapshot(session, org.id, period.start, now)
+        snap = billing_repository.snapshot(db or session, org.id, period.start, now)
         facts = PeriodFacts(
             used_small_minutes=snap.used_small_minutes,
             exhausted_at=snap.exhausted_at,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import select
@@ -36,6 +37,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql import ClauseElement
 from sqlalchemy.types import TypeDecorator
 
 from orzbob.kit.bulk import upsert_add_pg
@@ -256,13 +258,47 @@ class StatementConnection:
             row: dict[str, Any] | None = cursor.fetchone()
             return row
         except self.dialect.loaded_dbapi.Error as err:
-            # As through a `Connection`: a connection the server dropped leaves the pool.
-            lost = self.dialect.is_disconnect(err, self.pooled.dbapi_connection, cursor)
-            if lost:
-                self.pooled.invalidate(err)
-            raise _wrapped(self.engine, err, sql, params, lost) from err
+            raise self._failed(err, cursor, sql, params) from err
         finally:
             cursor.close()
+
+    def rows(self, stmt: ClauseElement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of a SELECT built once at import (compiled on first use, `_driver_sql`),
+        as plain tuples. Values come as psycopg gives them, as the columns' types would give
+        them here: UUIDs, numbers and text as they are, and timestamps in the session's time
+        zone, UTC (`make_engine`), so tagged `datetime.UTC` as `UTCDateTime` tags them."""
+        sql, literals = _driver_sql(self.dialect, stmt)
+        cursor = self.pooled.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, {**literals, **params})
+            return cursor.fetchall()
+        except self.dialect.loaded_dbapi.Error as err:
+            raise self._failed(err, cursor, sql, params) from err
+        finally:
+            cursor.close()
+
+    def _failed(self, err: Any, cursor: Any, sql: str, params: dict[str, Any]) -> StatementError:
+        # As through a `Connection`: a connection the server dropped leaves the pool.
+        lost = self.dialect.is_disconnect(err, self.pooled.dbapi_connection, cursor)
+        if lost:
+            self.pooled.invalidate(err)
+        return _wrapped(self.engine, err, sql, params, lost)
+
+
+@functools.lru_cache(maxsize=64)
+def _driver_sql(dialect: Dialect, stmt: ClauseElement) -> tuple[str, dict[str, Any]]:
+    """A statement as the driver's SQL, with the values of its literals. SQLAlchemy derives a
+    cache key from the whole statement on every execution, which for a statement of several
+    subqueries costs more than running it. Keyed by the statement object: for statements
+    built once at import, never for one built per call."""
+    compiled = stmt.compile(dialect=dialect)
+    return compiled.string, dict(compiled.params)
+
+
+# Where a read model's statements run: the request's session, or on PostgreSQL a
+# `statement_connection` (the driver's SQL compiled once, no SQLAlchemy execution around
+# each statement).
+Reader = Session | StatementConnection
 
 
 def _wrapped(
