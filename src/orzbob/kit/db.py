@@ -264,9 +264,11 @@ class StatementConnection:
 
     def rows(self, stmt: ClauseElement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Every row of a SELECT built once at import (compiled on first use, `_driver_sql`),
-        as plain tuples. Values come as psycopg gives them, as the columns' types would give
-        them here: UUIDs, numbers and text as they are, and timestamps in the session's time
-        zone, UTC (`make_engine`), so tagged `datetime.UTC` as `UTCDateTime` tags them."""
+        as plain tuples. Values come as psycopg gives them, with no type's result processing:
+        right for UUIDs, numbers, text and dates, and for `UTCDateTime` (the session's time
+        zone is UTC, `make_engine`, so timestamps come tagged `datetime.UTC`); not for a
+        column whose type converts its values (JSON, an enum), which `tests/kit/test_db.py`
+        would show by comparing with the session's rows."""
         sql, literals = _driver_sql(self.dialect, stmt)
         cursor = self.pooled.driver_connection.cursor()  # type: ignore[union-attr]
         try:
