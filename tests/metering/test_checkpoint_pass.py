@@ -170,8 +170,9 @@ def test_counter_updates_are_heap_only(
         _beat_all(runtime)
         with runtime.session() as s:
             updated_before, hot_before = s.execute(stats).one()
-            n, seen = metering_service.checkpoint_batch(
-                s, after=None, limit=100, catalog=runtime.catalog, now=clock.now()
+            seen = metering_service.lock_open_batch(s, after=None, limit=100)
+            n = metering_service.checkpoint_locked(
+                s, seen, catalog=runtime.catalog, now=clock.now()
             )
             assert n == len(seen) == 20
             updated, hot = s.execute(stats).one()

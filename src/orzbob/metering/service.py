@@ -249,32 +249,12 @@ class MeteringService:
         session.flush()
         return rows
 
-    def checkpoint_batch(
-        self,
-        session: Session,
-        *,
-        after: tuple[uuid.UUID, uuid.UUID] | None,
-        limit: int,
-        catalog: Catalog,
-        now: datetime,
-    ) -> tuple[int, list[uuid.UUID]]:
-        """Emit the minutes the next `limit` open segments (by org id and id, after the
-        (org id, id) `after`) have accrued
-        up to their instance's last sign of life (never past it, a cap or a due plan
-        change), set-based: one query reads the segments (locked, skipping those another
-        transaction holds) with their last-seen times, allocation runs over plain values,
-        records are appended in one batch and the segments' counters updated in one
-        statement. Returns (records written, ids of the segments seen)."""
-        segments = self.lock_open_batch(session, after=after, limit=limit)
-        written = self.checkpoint_locked(session, segments, catalog=catalog, now=now)
-        return written, [seg.id for seg in segments]
-
     def lock_open_batch(
         self, session: Session, *, after: tuple[uuid.UUID, uuid.UUID] | None, limit: int
     ) -> list[OpenSegment]:
-        """The first step of `checkpoint_batch`: the next `limit` open segments by org id and
-        id (after the (org id, id) `after`), locked, skipping those another transaction
-        holds, with their instance's last sign of life."""
+        """A checkpoint batch's first step: the next `limit` open segments by org id and id
+        (after the (org id, id) `after`), locked in one query, skipping those another
+        transaction holds, with their instance's last sign of life."""
         return [
             OpenSegment(*row)
             for row in usage_segments.lock_open_batch(
@@ -285,8 +265,11 @@ class MeteringService:
     def checkpoint_locked(
         self, session: Session, segments: list[OpenSegment], *, catalog: Catalog, now: datetime
     ) -> int:
-        """The rest of `checkpoint_batch`, for segments `lock_open_batch` gave: emit their
-        minutes. Returns the records written."""
+        """The rest of a checkpoint batch, for segments `lock_open_batch` gave: emit the
+        minutes they have accrued up to their instance's last sign of life (never past it, a
+        cap or a due plan change), set-based: allocation runs over plain values, records are
+        appended in one batch and the segments' counters updated in one statement. Returns
+        the records written."""
         if not segments:
             return 0
         org_ids = sorted({seg.org_id for seg in segments})
