@@ -87,21 +87,34 @@ def test_the_prefilter_drops_only_orgs_that_no_cap_can_reach(
     assert [i["reason"] for i in r] == ["continuous_cap"]  # never its spend limit
 
 
-def test_the_sweep_rule_planned_for_its_values_puts_the_planner_setting_back(
+def test_the_sweep_rule_planned_for_its_values_is_never_prepared(
     runtime: Runtime, is_postgres: bool
 ) -> None:
-    """`custom_plan` plans the one call for its values; the rest of the transaction (a
-    checkpoint batch's writes) keeps PostgreSQL's usual plan cache."""
+    """`custom_plan` sends the statement unprepared however often it runs (so PostgreSQL
+    plans each call for its values), and leaves psycopg preparing the transaction's other
+    statements as usual; without it, the statement is prepared after five runs."""
     if not is_postgres:
-        pytest.skip("a PostgreSQL planner setting")
+        pytest.skip("PostgreSQL's prepared statements")
     from sqlalchemy import text
 
     from orzbob.throttle.repository import throttle_repository
 
+    prepared = text("SELECT statement FROM pg_prepared_statements")
+    runtime.engine.dispose()  # a new connection: none of the sweep's earlier runs on it
     with runtime.session() as s:
-        setting = text("SHOW plan_cache_mode")
-        assert s.execute(setting).scalar() == "auto"
-        throttle_repository.sweep_candidates(
-            s, catalog=runtime.catalog, now=T0, margin_minutes=1, org_ids=[], custom_plan=True
-        )
-        assert s.execute(setting).scalar() == "auto"
+        driver = s.connection().connection.driver_connection
+        threshold = driver.prepare_threshold  # type: ignore[union-attr]
+        assert threshold is not None
+        before = set(s.scalars(prepared))
+        for _ in range(threshold + 2):
+            throttle_repository.sweep_candidates(
+                s, catalog=runtime.catalog, now=T0, margin_minutes=1, org_ids=[], custom_plan=True
+            )
+        assert set(s.scalars(prepared)) == before
+        assert driver.prepare_threshold == threshold  # type: ignore[union-attr]
+        for _ in range(threshold + 2):
+            throttle_repository.sweep_candidates(
+                s, catalog=runtime.catalog, now=T0, margin_minutes=1, org_ids=[]
+            )
+        new = set(s.scalars(prepared)) - before
+        assert len(new) == 1 and "daily_usage" in new.pop()

@@ -49,11 +49,6 @@ class AccountRepository(Repository[Org]):
         live = () if include_deleted else (Org.deleted_at.is_(None),)
         return self.get(session, org_id, *live, lock=lock, key_share=True)
 
-    def loaded_org(self, session: Session, org_id: uuid.UUID) -> Org | None:
-        """The org row, deleted or not, from the session's identity map when it is there
-        (no query on the hot path of a transaction that already read it)."""
-        return session.get(Org, org_id)
-
     def list_orgs(self, session: Session, *, limit: int, offset: int) -> Sequence[Org]:
         return self.page(
             session, select(Org).where(Org.deleted_at.is_(None)), limit=limit, offset=offset

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from orzbob.accounts.models import Org
-from orzbob.accounts.repository import account_repository
 from orzbob.alerts.content import facts_for, subject_for
 from orzbob.alerts.models import THRESHOLDS, AlertKind, AlertState, BudgetAlert
 from orzbob.alerts.repository import ThresholdKey, alert_repository
@@ -44,7 +43,12 @@ def message_id(alert_id: uuid.UUID, generation: int, resend: int = 0) -> str:
 class AlertEvaluator:
     # -- entry points ---------------------------------------------------------------------
     def on_usage_recorded(
-        self, session: Session, rows: Sequence[Mapping[str, Any]], catalog: Catalog, now: datetime
+        self,
+        session: Session,
+        rows: Sequence[Mapping[str, Any]],
+        orgs_by_id: Mapping[uuid.UUID, Org],
+        catalog: Catalog,
+        now: datetime,
     ) -> None:
         """The usage hook: the records' period rows are already locked by allocation."""
         added: dict[tuple[uuid.UUID, datetime], int] = defaultdict(int)
@@ -56,13 +60,7 @@ class AlertEvaluator:
                 has = catalog.has_tier(tier)
                 weight = weights[tier] = catalog.tier(tier).small_hour_weight if has else 0
             added[(r["org_id"], r["period_start"])] += int(r["minutes"]) * weight
-        orgs = [
-            o
-            for o in (
-                account_repository.loaded_org(session, i) for i in sorted({k[0] for k in added})
-            )
-            if o
-        ]
+        orgs = [orgs_by_id[i] for i in sorted({k[0] for k in added})]
         self.evaluate(session, orgs, catalog=catalog, now=now, added=added)
 
     def on_spend_limit_changed(

@@ -429,6 +429,25 @@ def _drop_after_commit(session: Session) -> None:
     session.info.pop(_AFTER_COMMIT, None)
 
 
+@contextmanager
+def planned_for_values(session: Session) -> Iterator[None]:
+    """Statements run inside are planned for their own parameter values on PostgreSQL: sent
+    unprepared (psycopg prepares a statement run five times, and PostgreSQL then soon
+    settles on a generic plan, which cannot see, for one, how few values an `= ANY(array)`
+    holds). A client-side setting, put back after: no statement of its own."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    driver: Any = conn.connection.driver_connection
+    threshold = driver.prepare_threshold
+    driver.prepare_threshold = None
+    try:
+        yield
+    finally:
+        driver.prepare_threshold = threshold
+
+
 def dialect_name(session: Session) -> str:
     return session.get_bind().dialect.name
 

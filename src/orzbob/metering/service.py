@@ -43,9 +43,11 @@ UsageCut = Callable[[Session, Collection[uuid.UUID], datetime], dict[uuid.UUID, 
 usage_cuts: list[UsageCut] = []
 
 # Called once usage records are written, in the same transaction, with the rows written (the
-# period rows they touched are locked). Higher domains register here (alerts evaluate
-# thresholds) from `orzbob.hooks.install_hooks`.
-UsageRecordedHook = Callable[[Session, Sequence[Mapping[str, Any]], Catalog, datetime], None]
+# period rows they touched are locked) and their orgs by id (every org of a row, maybe more).
+# Higher domains register here (alerts evaluate thresholds) from `orzbob.hooks.install_hooks`.
+UsageRecordedHook = Callable[
+    [Session, Sequence[Mapping[str, Any]], Mapping[uuid.UUID, Org], Catalog, datetime], None
+]
 usage_recorded_hooks: list[UsageRecordedHook] = []
 
 # Running time is counted only up to an instance's last sign of life (docs/spec.md §3). The
@@ -365,7 +367,7 @@ class MeteringService:
         for tier, n in Counter(a.draft.tier for a in allocations).items():
             metrics.usage_records_total.labels(tier=tier).inc(n)
         for hook in usage_recorded_hooks:
-            hook(session, rows, catalog, now)
+            hook(session, rows, orgs, catalog, now)
         return rows
 
     def _drafts(

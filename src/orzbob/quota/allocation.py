@@ -93,21 +93,29 @@ def lock_periods(
 def _lock_period_values(
     session: Session, wanted: dict[tuple[uuid.UUID, datetime], Period]
 ) -> dict[tuple[uuid.UUID, datetime], tuple[int, datetime | None, str | None, int | None]]:
-    """`lock_periods` as plain values (see `quota_repository.lock_period_values`)."""
-    quota_repository.insert_periods(
-        session,
-        [
-            {
-                "org_id": org_id,
-                "period_start": start,
-                "period_end": wanted[(org_id, start)].end,
-                "used_small_minutes": 0,
-                "exhausted_at": None,
-            }
-            for org_id, start in sorted(wanted)
-        ],
-    )
-    return quota_repository.lock_period_values(session, wanted)
+    """`lock_periods` as plain values (see `quota_repository.lock_period_values`). Period
+    rows are never deleted, so the rows are locked first and only those missing (new
+    periods) are inserted and then locked: in the steady state, one statement. The locks
+    on new rows come after the others, out of key order; only at a period's first usage,
+    and a checkpoint batch that deadlocks on it runs again."""
+    locked = quota_repository.lock_period_values(session, wanted)
+    missing = sorted(key for key in wanted if key not in locked)
+    if missing:
+        quota_repository.insert_periods(
+            session,
+            [
+                {
+                    "org_id": org_id,
+                    "period_start": start,
+                    "period_end": wanted[(org_id, start)].end,
+                    "used_small_minutes": 0,
+                    "exhausted_at": None,
+                }
+                for org_id, start in missing
+            ],
+        )
+        locked.update(quota_repository.lock_period_values(session, missing))
+    return locked
 
 
 def _sync_loaded_periods(
