@@ -281,13 +281,14 @@ class MeteringService:
         by_org: dict[uuid.UUID, list[UsageDraft]] = defaultdict(list)
         periods = {org_id: org_periods(org) for org_id, org in orgs.items()}
         moved: list[tuple[uuid.UUID, int, datetime]] = []
+        # Most batches have neither limits nor cuts: no lookup by UUID (hashed in Python)
+        # for each of thousands of segments then.
         for seg in segments:
-            upto = min(
-                now,
-                seg.last_seen_at,
-                limits.get(seg.id, now),
-                cuts.get(seg.org_id, now),
-            )
+            upto = min(now, seg.last_seen_at)
+            if limits:
+                upto = min(upto, limits.get(seg.id, now))
+            if cuts:
+                upto = min(upto, cuts.get(seg.org_id, now))
             if upto <= seg.counted_until:
                 continue
             by_org[seg.org_id].extend(self._drafts(seg, periods[seg.org_id], upto))
