@@ -36,7 +36,8 @@ def main() -> None:
     print(f"  whole run: {sum(took.values()) / 60:.1f} min")
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(
+    path = out / _file_name(chosen, flags)
+    path.write_text(
         json.dumps(
             {
                 "at": datetime.now(UTC).isoformat(),
@@ -48,7 +49,17 @@ def main() -> None:
             indent=2,
         )
     )
-    print(f"\nwritten to {out / 'latest.json'}")
+    print(f"\nwritten to {path}")
+
+
+def _file_name(chosen: list[str], flags: list[str]) -> str:
+    """`latest.json` holds the last full run only: a quick run or some sections are written
+    beside it, not over it."""
+    if chosen != SECTIONS:
+        return "partial.json"
+    if flags:
+        return "quick.json" if flags == ["--quick"] else "partial.json"
+    return "latest.json"
 
 
 if __name__ == "__main__":

@@ -12,10 +12,7 @@ import argparse
 import os
 import random
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -25,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import Timer, postgres_available, row, scratch_database
+from bench.common import Timer, postgres_available, row, scratch_database, serve
 from orzbob.accounts.service import hash_token
 from orzbob.catalog.service import default_catalog
 from orzbob.kit.db import new_id
@@ -219,34 +216,11 @@ def _requests(job: tuple[str, list[str], float, float]) -> list[float]:
 
 
 def measure(url: str, tokens: list[str], seconds: float, clients: int) -> dict[str, float]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "BILLING_ENABLED": "false",
-        "ORZBOB_RUN_JOBS": "false",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "orzbob.api.app:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    env = {"BILLING_ENABLED": "false", "ORZBOB_RUN_JOBS": "false"}
+    with serve(url, env) as (base, _):
         jobs = [(base, tokens, 2.0, seconds)] * clients
         with ProcessPoolExecutor(clients) as pool:
             latencies = sorted(x for batch in pool.map(_requests, jobs) for x in batch)
-    finally:
-        server.terminate()
-        server.wait(10)
     return {
         "requests": len(latencies),
         "p50": statistics.median(latencies) * 1000,

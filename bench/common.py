@@ -1,14 +1,20 @@
-"""Shared benchmark plumbing: scratch databases and a migrated runtime."""
+"""Shared benchmark plumbing: scratch databases, a migrated runtime and the API served in a
+process of its own."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+
+import httpx
 
 from orzbob.config import Settings
 from orzbob.kit.clock import ManualClock
@@ -20,6 +26,47 @@ PG_ADMIN = os.environ.get("PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/
 # Scratch databases are named with this prefix (several benches may share one server).
 DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "orzbob_bench_")
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(url: str, env: dict[str, str], *, workers: int = 1) -> Iterator[tuple[str, int]]:
+    """The API on `url`'s database in a process of its own (`orz server`; several workers
+    under uvicorn's own supervisor), with `env` over this process's environment; yields its
+    base URL and pid once `/healthz` answers, and stops it after."""
+    port = free_port()
+    args = [sys.executable, "-m", "orzbob.cli", "server", "--port", str(port)]
+    if workers > 1:
+        args = [sys.executable, "-m", "uvicorn", "--factory", "orzbob.api.app:create_app",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+                "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, "DATABASE_URL": url, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(base + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the API exited with {proc.returncode}") from None
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the API did not answer /healthz within 30 s")
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 @contextmanager

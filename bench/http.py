@@ -9,11 +9,9 @@ One uvicorn worker (uvicorn[standard]) on PostgreSQL unless `--sqlite`.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,52 +21,20 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import postgres_available, record, scratch_database
+from bench.common import postgres_available, record, scratch_database, serve
 from orzbob.accounts.service import account_service
 from orzbob.kit.clock import utcnow
 from orzbob.kit.db import make_engine, make_sessionmaker, session_scope
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
-def serve(url: str, *, workers: int = 1) -> Iterator[tuple[str, int]]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        # A frozen test clock in a process that owns the jobs: none falls due during the load
-        # (time stands still), and no request pays for following a clock another process
-        # may advance (ORZBOB_RUN_JOBS=false with a test clock: a test deployment's replicas).
-        "ORZBOB_TEST_CLOCK": "true",
-        "BILLING_ENABLED": "false",
-        "ORZBOB_RUN_JOBS": "true",
-    }
-    args = [sys.executable, "-m", "orzbob.cli", "server", "--port", str(port)]
-    if workers > 1:
-        # `orz server` serves one process; several need uvicorn's own supervisor.
-        args = [sys.executable, "-m", "uvicorn", "--factory", "orzbob.api.app:create_app",
-                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-                "--no-access-log", "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(20)
+def serve_for_load(url: str, *, workers: int = 1) -> Iterator[tuple[str, int]]:
+    # A frozen test clock in a process that owns the jobs: none falls due during the load
+    # (time stands still), and no request pays for following a clock another process may
+    # advance (ORZBOB_RUN_JOBS=false with a test clock: a test deployment's replicas).
+    env = {"ORZBOB_TEST_CLOCK": "true", "BILLING_ENABLED": "false", "ORZBOB_RUN_JOBS": "true"}
+    with serve(url, env, workers=workers) as served:
+        yield served
 
 
 def staff_token(url: str) -> str:
@@ -216,7 +182,7 @@ def main(flags: list[str]) -> None:
     print(f"== API under load ({kind}, {n} uvicorn worker{'s' * (n > 1)}, {orgs:,} orgs)")
     with scratch_database(kind) as url:
         staff, fleet = staff_token(url).split(" ")
-        with serve(url, workers=n) as (base, pid):
+        with serve_for_load(url, workers=n) as (base, pid):
             load = build_load(base, staff, orgs, 2)
             health, health_p99 = wrk(base, "/healthz", seconds, [])
             record(f"/healthz{label}", health, "req/s", note=f"p99 {health_p99:.1f} ms")

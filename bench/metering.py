@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
@@ -16,7 +12,15 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, select, text, update
 
-from bench.common import Timer, make_runtime, postgres_available, record, row, scratch_database
+from bench.common import (
+    Timer,
+    make_runtime,
+    postgres_available,
+    record,
+    row,
+    scratch_database,
+    serve,
+)
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
 from orzbob.hooks import install_hooks
@@ -262,12 +266,6 @@ def _records(rt: Any, since: datetime | None = None) -> list[dict[str, Any]]:
         return [dict(r) for r in s.execute(stmt).mappings()]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _beat_loop(job: tuple[str, str, str, float]) -> int:
     """One load-generating process: heartbeats back to back until the deadline."""
     base, token, instance_id, seconds = job
@@ -294,34 +292,11 @@ def bench_heartbeats(seconds: float, workers: int) -> None:
                 now=rt.clock.now(),
             )
         rt.engine.dispose()
-        port = _free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "ORZBOB_TEST_CLOCK": "true",
-            "BILLING_ENABLED": "false",
-            "ORZBOB_RUN_JOBS": "false",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orzbob.cli", "server", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    httpx.get(base + "/healthz", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        env = {"ORZBOB_TEST_CLOCK": "true", "BILLING_ENABLED": "false", "ORZBOB_RUN_JOBS": "false"}
+        with serve(url, env) as (base, _):
             jobs = [(base, token, str(inst[n % len(inst)]), seconds) for n in range(workers)]
             with Timer() as t, ProcessPoolExecutor(workers) as pool:
                 total = sum(pool.map(_beat_loop, jobs))
-        finally:
-            proc.terminate()
-            proc.wait(10)
     row(
         f"heartbeats over HTTP (SQLite, 1 uvicorn worker, {workers} client processes)",
         f"{total / t.seconds:>10,.0f} req/s",
