@@ -20,6 +20,7 @@ from bench.common import (
     row,
     scratch_database,
     serve,
+    settle_postgres,
 )
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
@@ -198,6 +199,7 @@ def _fleet(url: str, segments: int, spend_limited: float) -> Any:
     # Statistics, as a live database has them: without them the planner scans the freshly
     # bulk-loaded tables and each batch costs in proportion to the fleet.
     _analyze(rt)
+    settle_postgres()  # the load's writes are not the pass's
     return rt
 
 
