@@ -198,3 +198,27 @@ def test_postgresql_sessions_run_in_utc_so_timestamps_arrive_tagged_utc(
             )
         ).scalar_one()
         assert at.tzinfo is UTC
+
+
+def test_options_in_the_database_url_are_kept_beside_the_utc_setting(
+    runtime: Runtime, is_postgres: bool
+) -> None:
+    """An operator's `?options=-c …` in DATABASE_URL (a statement timeout, say) reaches the
+    server; the engine's own UTC setting is added to it, not put in its place."""
+    if not is_postgres:
+        pytest.skip("PostgreSQL connection options")
+    from sqlalchemy.engine import make_url
+
+    from orzbob.kit.db import make_engine
+
+    url = make_url(runtime.settings.database_url).update_query_dict(
+        {"options": "-c statement_timeout=4321 -c lock_timeout=1234"}
+    )
+    engine = make_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "4321ms"
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1234ms"
+            assert conn.exec_driver_sql("SHOW TimeZone").scalar() == "UTC"
+    finally:
+        engine.dispose()

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import select as sql_select  # `select` here is the standard library's
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
@@ -160,6 +160,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     # replaced before use instead of failing a request with a 500. Pool pre-ping would ask
     # with a round trip on every checkout; `_dropped` asks the socket instead (see there).
     # Recycling keeps idle connections younger than most proxies' idle timeouts.
+    # Every session in UTC, whatever the server's default (see `UTCDateTime`): added to any
+    # `options` the URL carries (connect_args would replace them).
+    given = make_url(url).query.get("options")
+    options = " ".join([*([given] if isinstance(given, str) else given or []), "-c TimeZone=UTC"])
     engine = create_engine(
         url,
         echo=echo,
@@ -167,8 +171,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         pool_recycle=300,
         pool_size=POOL_SIZE["postgresql"],
         max_overflow=MAX_OVERFLOW,
-        # Every session in UTC, whatever the server's default: see `UTCDateTime`.
-        connect_args={"options": "-c TimeZone=UTC"},
+        connect_args={"options": options},
     )
     event.listen(engine, "connect", _binary_arrays)
     event.listen(engine, "checkout", _refuse_dropped)
