@@ -4,6 +4,7 @@ Quota owns the allowance and the rollups; metering writes the usage records."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -74,19 +75,7 @@ def lock_periods(
     transaction (one statement each for the whole batch)."""
     if not wanted:
         return {}
-    quota_repository.insert_periods(
-        session,
-        [
-            {
-                "org_id": org_id,
-                "period_start": p.start,
-                "period_end": p.end,
-                "used_small_minutes": 0,
-                "exhausted_at": None,
-            }
-            for org_id, p in sorted(wanted, key=lambda w: (w[0], w[1].start))
-        ],
-    )
+    _insert_periods(session, wanted)
     return quota_repository.lock_periods(session, {(org_id, p.start) for org_id, p in wanted})
 
 
@@ -99,23 +88,28 @@ def _lock_period_values(
     on new rows come after the others, out of key order; only at a period's first usage,
     and a checkpoint batch that deadlocks on it runs again."""
     locked = quota_repository.lock_period_values(session, wanted)
-    missing = sorted(key for key in wanted if key not in locked)
+    missing = [key for key in wanted if key not in locked]
     if missing:
-        quota_repository.insert_periods(
-            session,
-            [
-                {
-                    "org_id": org_id,
-                    "period_start": start,
-                    "period_end": wanted[(org_id, start)].end,
-                    "used_small_minutes": 0,
-                    "exhausted_at": None,
-                }
-                for org_id, start in missing
-            ],
-        )
+        _insert_periods(session, [(org_id, wanted[(org_id, start)]) for org_id, start in missing])
         locked.update(quota_repository.lock_period_values(session, missing))
     return locked
+
+
+def _insert_periods(session: Session, periods: Iterable[tuple[uuid.UUID, Period]]) -> None:
+    """Insert the rows of these (org id, period) that do not exist yet, in key order."""
+    quota_repository.insert_periods(
+        session,
+        [
+            {
+                "org_id": org_id,
+                "period_start": p.start,
+                "period_end": p.end,
+                "used_small_minutes": 0,
+                "exhausted_at": None,
+            }
+            for org_id, p in sorted(periods, key=lambda w: (w[0], w[1].start))
+        ],
+    )
 
 
 def _sync_loaded_periods(
