@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.common import record, row
 
 BUDGET_SECONDS = 0.3
-HEAVY = ("sqlalchemy", "orzbob.models", "orzbob.runtime", "fastapi")
+HEAVY = ("sqlalchemy", "orzbob.models", "orzbob.runtime", "fastapi", "typer.rich_utils")
 
 
 def _orz() -> list[str]:

@@ -29,7 +29,7 @@ def test_orz_cloud_loads_neither_sqlalchemy_nor_the_models() -> None:
         "from orzbob.cli.main import app\n"
         "sys.argv = ['orz', 'cloud', 'list', '--help']\n"
         "try:\n    app()\nexcept SystemExit:\n    pass\n"
-        "heavy = ('sqlalchemy', 'orzbob.models', 'orzbob.runtime')\n"
+        "heavy = ('sqlalchemy', 'orzbob.models', 'orzbob.runtime', 'typer.rich_utils')\n"
         "heavy = [m for m in heavy if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )

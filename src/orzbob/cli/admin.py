@@ -14,12 +14,13 @@ from orzbob.accounts.schemas import OrgCreate
 from orzbob.accounts.service import account_service
 from orzbob.audit.service import audit_service
 from orzbob.cli.common import console, fail, line, print_json, run_db, safe
+from orzbob.cli.output import typer_app
 from orzbob.runtime import Runtime
 
-app = typer.Typer(help="Administration: organizations and API tokens.", no_args_is_help=True)
-org_app = typer.Typer(help="Organizations.", no_args_is_help=True)
-token_app = typer.Typer(help="Organization API tokens.", no_args_is_help=True)
-staff_app = typer.Typer(help="Staff API tokens.", no_args_is_help=True)
+app = typer_app(help="Administration: organizations and API tokens.", no_args_is_help=True)
+org_app = typer_app(help="Organizations.", no_args_is_help=True)
+token_app = typer_app(help="Organization API tokens.", no_args_is_help=True)
+staff_app = typer_app(help="Staff API tokens.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
 app.add_typer(token_app, name="token")
 app.add_typer(staff_app, name="staff-token")

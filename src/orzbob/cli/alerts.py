@@ -15,11 +15,12 @@ from rich.text import Text
 
 from orzbob.cli.client import ApiClient
 from orzbob.cli.common import cli_errors, console, fail, print_json, runtime_or_exit
+from orzbob.cli.output import typer_app
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]
 DEV_MAILDIR = Path("var/mail")
 
-alerts_app = typer.Typer(
+alerts_app = typer_app(
     help="Budget alert e-mails: deliver them, render the examples.", no_args_is_help=True
 )
 

@@ -11,17 +11,17 @@ from rich.table import Table
 
 from orzbob.cli.billing_view import render_billing
 from orzbob.cli.client import ApiClient
-from orzbob.cli.output import console, fail, print_json, safe
+from orzbob.cli.output import console, fail, print_json, safe, typer_app
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]
 OrgOpt = Annotated[str, typer.Option("--org", help="Organization id.")]
 
-spend_limit_app = typer.Typer(help="Your spend limit (org admins).", no_args_is_help=True)
-support_app = typer.Typer(
+spend_limit_app = typer_app(help="Your spend limit (org admins).", no_args_is_help=True)
+support_app = typer_app(
     help="Support tooling with a staff token: org billing, credits, audit log.",
     no_args_is_help=True,
 )
-credit_app = typer.Typer(help="Credits given back to an organization.", no_args_is_help=True)
+credit_app = typer_app(help="Credits given back to an organization.", no_args_is_help=True)
 support_app.add_typer(credit_app, name="credit")
 
 

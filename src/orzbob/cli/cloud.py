@@ -10,11 +10,11 @@ from rich.table import Column, Table
 
 from orzbob.cli.billing import register_cloud_commands
 from orzbob.cli.client import ApiClient, save_credentials
-from orzbob.cli.output import console, err_console, line, print_json, safe
+from orzbob.cli.output import console, err_console, line, print_json, safe, typer_app
 
-app = typer.Typer(help="Your cloud instances, usage and bill.", no_args_is_help=True)
+app = typer_app(help="Your cloud instances, usage and bill.", no_args_is_help=True)
 # `orz login` is `orz cloud login` at the top level.
-login_app = typer.Typer()
+login_app = typer_app()
 register_cloud_commands(app)  # `billing` and `spend-limit …` (cli/billing.py)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API object as JSON.")]

@@ -25,6 +25,7 @@ from orzbob.accounts.models import Role
 from orzbob.accounts.service import account_service
 from orzbob.cli.client import ApiClient
 from orzbob.cli.common import console, err_console, fail, line, run_db, safe, settings_or_exit
+from orzbob.cli.output import typer_app
 from orzbob.runtime import Runtime
 
 LEAD_IN_DAYS = 10
@@ -234,5 +235,5 @@ def demo(
     )
 
 
-demo_app = typer.Typer()
+demo_app = typer_app()
 demo_app.command("demo")(demo)

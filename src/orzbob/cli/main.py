@@ -15,7 +15,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from orzbob.cli.output import err_console, line, safe
+from orzbob.cli.output import err_console, line, safe, typer_app
 
 # name -> (module, attribute, is_group): a Typer app that is a group, or holds one command.
 _COMMANDS: dict[str, tuple[str, str, bool]] = {
@@ -51,7 +51,7 @@ class LazyGroup(TyperGroup):
         return self.commands.get(cmd_name)
 
 
-app = typer.Typer(
+app = typer_app(
     cls=LazyGroup,
     help="Orzbob Cloud Billing: metering, plans, usage and support tooling.",
     no_args_is_help=True,

@@ -25,13 +25,14 @@ from orzbob.cli.common import (
     settings_or_exit,
 )
 from orzbob.cli.dev import POLAR_LOCAL_MISSING
+from orzbob.cli.output import typer_app
 from orzbob.metering.service import metering_service
 from orzbob.runtime import Runtime
 
-metering_app = typer.Typer(
+metering_app = typer_app(
     help="The usage pipeline: queue status and the flusher.", no_args_is_help=True
 )
-polar_app = typer.Typer(
+polar_app = typer_app(
     help="Polar.sh: product sync and the local Polar-compatible server.", no_args_is_help=True
 )
 

@@ -10,13 +10,14 @@ import typer
 
 from orzbob.cli import alerts
 from orzbob.cli.common import cli_errors, console, run_db, settings_or_exit
+from orzbob.cli.output import typer_app
 from orzbob.config import Settings
 from orzbob.runtime import Runtime
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-server_app = typer.Typer()
-worker_app = typer.Typer()
-dev_app = typer.Typer(
+db_app = typer_app(help="Database schema.", no_args_is_help=True)
+server_app = typer_app()
+worker_app = typer_app()
+dev_app = typer_app(
     help="Local development: the service with a local Polar server and a mail sink.",
     invoke_without_command=True,
 )
