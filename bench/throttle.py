@@ -24,7 +24,8 @@ BATCH = 5000
 
 
 def _fleet(rt: Runtime, instances: int) -> list[uuid.UUID]:
-    """`instances` running instances, four per base-plus-usage org, active a minute ago."""
+    """`instances` running instances, four per base-plus-usage org, active a minute ago; one
+    org in ten has a spend limit far above its bill (the sweep bounds each such bill)."""
     now = rt.clock.now()
     recent = now - timedelta(minutes=1)
     org_ids = [new_id() for _ in range(instances // PER_ORG)]
@@ -35,7 +36,7 @@ def _fleet(rt: Runtime, instances: int) -> list[uuid.UUID]:
             "billing_emails": [f"o{i}@bench.test"],
             "plan_id": "base-plus-usage",
             "signup_at": now - timedelta(days=3),
-            "spend_limit_cents": None,
+            "spend_limit_cents": 100_000 if i % 10 == 0 else None,
             "created_at": now,
         }
         for i, o in enumerate(org_ids)
@@ -121,7 +122,7 @@ def run_size(kind: str, instances: int) -> dict[str, float]:
         none_s,
         "s",
         limit=1.0 if kind == "postgresql" and instances >= 100_000 else None,
-        note=f"10 % to pause: {some_s:.1f} s",
+        note=f"10 % of orgs spend-limited; 10 % to pause: {some_s:.1f} s",
     )
     return {"none": none_s, "some": some_s, "base": base}
 

@@ -4,19 +4,25 @@ computation over every org gives."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
+from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog
 from orzbob.catalog.service import default_catalog
+from orzbob.metering.tasks import checkpoint_open_segments
 from orzbob.runtime import Runtime
-from orzbob.throttle.service import throttle_service
+from orzbob.throttle.service import Cut, throttle_service
+from orzbob.throttle.tasks import sweep_caps
 from tests.conftest import T0, OrgHandle, advance
-from tests.throttle.support import beat, start
+from tests.throttle.support import beat, recorded_minutes, start
 
 
 @pytest.fixture
@@ -118,3 +124,58 @@ def test_the_sweep_rule_planned_for_its_values_is_never_prepared(
             )
         new = set(s.scalars(prepared)) - before
         assert len(new) == 1 and "daily_usage" in new.pop()
+
+
+@pytest.mark.parametrize("way", ["bulk", "single"])
+@pytest.mark.parametrize("jobs", [True, False], ids=["worker", "worker-behind"])
+def test_spend_limited_orgs_far_from_their_limit_cost_no_exact_computation(
+    way: str,
+    jobs: bool,
+    runtime: Runtime,
+    client: TestClient,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Heartbeats (bulk or single), the checkpoint and the sweep bound a spend-limited org's
+    bill before they compute its caps exactly (about 10 ms an org): an org far from its
+    limit never gets the exact computation, one that reaches its limit is paused at it,
+    whether the worker checkpoints and sweeps every minute or has fallen behind (the beats
+    alone then)."""
+    runtime.settings.heartbeat_timeout_seconds = 10**6
+    rich = make_org(name="rich", plan="usage-only")  # a $1,000 spend limit, never near
+    capped = make_org(name="capped", plan="usage-only")  # $1.00: the 29th gpu minute
+    client.put("/v1/billing/spend-limit", headers=rich.headers, json={"amount": "1000.00"})
+    client.put("/v1/billing/spend-limit", headers=capped.headers, json={"amount": "1.00"})
+    fleet = [(rich, start(client, rich, "medium")), (capped, start(client, capped, "gpu"))]
+    computed: set[uuid.UUID] = set()
+    exact = throttle_service.cuts
+
+    def counted(session: Session, orgs: Sequence[Org], **kw: Any) -> dict[uuid.UUID, Cut]:
+        computed.update(o.id for o in orgs)
+        return exact(session, orgs, **kw)
+
+    monkeypatch.setattr(throttle_service, "cuts", counted)
+    for _ in range(40):
+        advance(runtime, 60)
+        for org, iid in fleet:
+            if way == "single":
+                beat(client, org, iid)
+                continue
+            r = client.post(
+                "/v1/heartbeats",
+                headers=org.headers,
+                json={"beats": [{"instance_id": iid, "active": True, "source": "ide"}]},
+            )
+            assert r.status_code == 200, r.text
+        if jobs:  # the worker's minute: the checkpoint, then the sweep
+            checkpoint_open_segments(runtime)
+            sweep_caps(runtime)
+    states = {
+        org.name: client.get(f"/v1/instances/{iid}", headers=org.headers).json()
+        for org, iid in fleet
+    }
+    assert (states["rich"]["state"], states["rich"]["reason"]) == ("running", None)
+    assert (states["capped"]["state"], states["capped"]["reason"]) == ("paused", "spend_limit")
+    assert recorded_minutes(runtime, fleet[1][1]) == 29
+    assert rich.id not in computed
+    assert capped.id in computed

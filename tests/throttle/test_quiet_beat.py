@@ -168,19 +168,21 @@ QUIET: dict[str, object] = {
 
 @pytest.mark.postgres_only
 @pytest.mark.parametrize(
-    ("change", "quiet"),
+    ("change", "quiet", "checked"),
     [
-        ({}, True),
-        ({"active": 25 * 60}, False),  # idle past the timeout
-        ({"run_started": 25 * 60}, False),  # past the continuous-run cap
-        ({"today": 1439}, False),  # the daily cap within the margin
-        ({"spend_limit_cents": 10**6}, False),  # any spend limit: the full way
-        ({"plan": "free-tier", "used": 590}, False),  # the free allowance within the margin
+        ({}, True, False),
+        ({"active": 25 * 60}, False, True),  # idle past the timeout
+        ({"run_started": 25 * 60}, False, True),  # past the continuous-run cap
+        ({"today": 1439}, False, True),  # the daily cap within the margin
+        # Any spend limit takes the full way, where a bound on the bill decides.
+        ({"spend_limit_cents": 10**6}, False, False),
+        ({"spend_limit_cents": 1}, False, True),
+        ({"plan": "free-tier", "used": 590}, False, True),  # the free allowance within the margin
     ],
 )
 def test_the_property_is_not_vacuous(
-    runtime: Runtime, change: dict[str, object], quiet: bool
+    runtime: Runtime, change: dict[str, object], quiet: bool, checked: bool
 ) -> None:
     got, due, near = _judge(runtime, {**QUIET, **change})
     assert got is quiet
-    assert (due or near) is not quiet
+    assert (due or near) is checked

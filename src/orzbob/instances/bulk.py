@@ -90,7 +90,7 @@ class BulkBeats:
                 if state == running:
                     running_orgs.add(org_id)
         for check in bulk_cap_checks:
-            result.paused.update(check(sessions, sorted(running_orgs), now, catalog))
+            result.paused.update(check(sessions, list(running_orgs), now, catalog))
         if live:
             with sessions() as session:
                 result.accepted += self._record(session, [merged[i] for i in live], now)

@@ -68,6 +68,12 @@ def usage_days(
     return lo.astimezone(UTC).date(), hi.astimezone(UTC).date()
 
 
+def _uncounted_minutes(oldest_counted: datetime, now: datetime) -> int:
+    """The most minutes (rounded up) a running instance can add by `now` to what is counted,
+    when the least recently counted open segment is counted up to `oldest_counted`."""
+    return -(-int((now - oldest_counted).total_seconds()) // 60) + 1
+
+
 class ThrottleService:
     # -- exact cut moments ---------------------------------------------------------------
     def runs(
@@ -233,49 +239,85 @@ class ThrottleService:
             return []  # nothing open: nothing to limit
         if oldest.astimezone(UTC).date() != now.astimezone(UTC).date():
             return list(orgs)  # usage spans midnight: the daily cap needs two days' rollups
-        # Each running instance adds at most this many minutes (rounded up) by `now`.
-        margin = -(-int((now - oldest).total_seconds()) // 60) + 1
+        margin = _uncounted_minutes(oldest, now)
+        # Only the batch's spend-limited orgs need a bound: a batch without any sends none.
+        limited = [o.id for o in orgs if o.spend_limit_cents is not None]
         near = set(
+            self.near_caps(
+                session, catalog=catalog, now=now, margin_minutes=margin, org_ids=ids,
+                spend_limited=limited,
+            )
+        )  # fmt: skip
+        return [o for o in orgs if o.id in near]
+
+    def near_caps(
+        self,
+        session: Session,
+        *,
+        catalog: Catalog,
+        now: datetime,
+        margin_minutes: int,
+        org_ids: Sequence[uuid.UUID] | None = None,
+        spend_limited: Sequence[uuid.UUID] | None = None,
+    ) -> list[uuid.UUID]:
+        """Orgs with a running instance (of `org_ids`, or of the whole fleet) that a cap may
+        stop by `now` if every running instance ran `margin_minutes` more: the sweep's
+        set-based rule for the plans' caps, and an upper bound on each spend-limited org's
+        bill for its limit. Conservative: an org left out reaches no cap, and a spend-limited
+        org far from its limit costs no exact computation. `spend_limited`, when the caller
+        knows them, are the spend-limited orgs of `org_ids`."""
+        near = dict.fromkeys(
             throttle_repository.sweep_candidates(
                 session,
                 catalog=catalog,
                 now=now,
-                margin_minutes=margin,
-                org_ids=ids,
-                spend_limited=False,
-                custom_plan=True,
+                margin_minutes=margin_minutes,
+                org_ids=org_ids,
+                custom_plan=org_ids is not None,
             )
         )
-        by_id = {o.id: o for o in orgs}
-        # Only the batch's spend-limited orgs that the rule left out need a bound (the
-        # repository reads only spend-limited orgs anyway): most batches' bound reads shrink
-        # to a few orgs, and a batch without any sends none.
-        limited = [o.id for o in orgs if o.spend_limit_cents is not None and o.id not in near]
-        bounds = throttle_repository.spend_bounds(session, limited, now) if limited else {}
-        for org_id, (n, billable) in bounds.items():
-            org, plan = by_id[org_id], catalog.plan(by_id[org_id].plan_id)
-            assert org.spend_limit_cents is not None
-            # Any tier: an instance started under an earlier plan may still run.
-            top = max(t.hourly_rate for t in catalog.tiers)
+        # Only the spend-limited orgs the rule left out need a bound.
+        if spend_limited is not None:
+            unbounded: Sequence[uuid.UUID] | None = [i for i in spend_limited if i not in near]
+        else:
+            unbounded = None if org_ids is None else [i for i in org_ids if i not in near]
+        if unbounded is None or unbounded:
+            near.update(
+                dict.fromkeys(
+                    self._near_spend_limit(session, catalog, now, margin_minutes, unbounded)
+                )
+            )
+        return list(near)
+
+    @staticmethod
+    def _near_spend_limit(
+        session: Session,
+        catalog: Catalog,
+        now: datetime,
+        margin_minutes: int,
+        org_ids: Sequence[uuid.UUID] | None,
+    ) -> list[uuid.UUID]:
+        """The spend-limited orgs with a running instance (of `org_ids`, or all) whose bill
+        may reach their limit if every running instance ran `margin_minutes` more: an upper
+        bound from the period's billable minutes, two statements for any number of orgs."""
+        # Any tier: an instance started under an earlier plan may still run.
+        top = max(t.hourly_rate for t in catalog.tiers)
+        near = []
+        for org_id, b in throttle_repository.spend_bounds(session, org_ids, now).items():
             # Credits only lower the bill, and each tier's cost is rounded once (+1 cent).
-            bound = plan.monthly_base + sum(
-                (minutes_cost(m, catalog.tier(t).hourly_rate) + CENT for t, m in billable.items()),
+            bound = catalog.plan(b.plan_id).monthly_base + sum(
+                (
+                    minutes_cost(m, catalog.tier(t).hourly_rate) + CENT
+                    for t, m in b.billable.items()
+                ),
                 Decimal(0),
             )
-            bound += minutes_cost(n * margin, top) + CENT
-            if bound * 100 >= org.spend_limit_cents:
-                near.add(org_id)
-        return [o for o in orgs if o.id in near]
+            bound += minutes_cost(b.running * margin_minutes, top) + CENT
+            if bound * 100 >= b.limit_cents:
+                near.append(org_id)
+        return near
 
     # -- enforcement ---------------------------------------------------------------------
-    def sweep_candidates(
-        self, session: Session, *, catalog: Catalog, now: datetime, margin_minutes: int
-    ) -> list[uuid.UUID]:
-        """Orgs with a running instance that a cap may stop now, in one set-based query."""
-        return throttle_repository.sweep_candidates(
-            session, catalog=catalog, now=now, margin_minutes=margin_minutes
-        )
-
     def enforce(
         self, session: Session, org_id: uuid.UUID, *, catalog: Catalog, now: datetime
     ) -> list[Instance]:
@@ -339,17 +381,17 @@ class ThrottleService:
         catalog: Catalog,
     ) -> dict[uuid.UUID, str]:
         """The `bulk_cap_checks` hook of instances: caps of the orgs a batch of beats
-        touched, found by the sweep's set-based query and enforced one org at a time."""
+        touched, found as the sweep finds them (`near_caps`) and enforced one org at a
+        time."""
         if not org_ids:
             return {}
         with sessions() as session:
-            candidates = throttle_repository.sweep_candidates(
+            candidates = self.near_caps(
                 session,
                 catalog=catalog,
                 now=now,
-                margin_minutes=BULK_MARGIN_MINUTES,
+                margin_minutes=self._uncounted_margin(session, org_ids, now),
                 org_ids=org_ids,
-                custom_plan=True,
             )
         return self.enforce_orgs(sessions, candidates, catalog=catalog, now=now)
 
@@ -375,22 +417,36 @@ class ThrottleService:
         self, session: Session, org: Org, plan: Plan, catalog: Catalog, now: datetime
     ) -> bool:
         """Whether an org cap may be reached now, from the rollups plus what every running
-        instance could have run since its last checkpoint (the sweep's rule, for one org)."""
-        if org.spend_limit_cents is not None:
-            return True
+        instance could have run since its last checkpoint (the sweep's rule, for one org),
+        and for a spend limit the bound on the bill that bulk beats use."""
         # The beat's own pending write (last seen) changes nothing read here: not flushing
         # it first keeps a beat at one UPDATE.
         with session.no_autoflush:
             n, used, today = throttle_repository.org_snapshot(session, org.id, now)
-        margin = n * BULK_MARGIN_MINUTES
-        if today + margin >= plan.daily_cap_instance_hours * 60:
-            return True
-        heaviest = max(t.small_hour_weight for t in catalog.tiers)  # any tier, as the sweep
-        return (
-            plan.after_allowance == "hard_stop"
-            and plan.included_small_minutes > 0
-            and used + margin * heaviest >= plan.included_small_minutes
-        )
+            margin = n * BULK_MARGIN_MINUTES
+            if today + margin >= plan.daily_cap_instance_hours * 60:
+                return True
+            heaviest = max(t.small_hour_weight for t in catalog.tiers)  # any tier, as the sweep
+            if (
+                plan.after_allowance == "hard_stop"
+                and plan.included_small_minutes > 0
+                and used + margin * heaviest >= plan.included_small_minutes
+            ):
+                return True
+            if org.spend_limit_cents is None:
+                return False
+            minutes = self._uncounted_margin(session, [org.id], now)
+            return bool(self._near_spend_limit(session, catalog, now, minutes, [org.id]))
+
+    @staticmethod
+    def _uncounted_margin(session: Session, org_ids: Sequence[uuid.UUID], now: datetime) -> int:
+        """Minutes of running that these orgs' caps must allow for beyond what is counted:
+        `BULK_MARGIN_MINUTES`, or more while the checkpoint is behind (then more orgs are
+        enforced, never fewer)."""
+        oldest = throttle_repository.oldest_counted(session, org_ids)
+        if oldest is None:
+            return BULK_MARGIN_MINUTES
+        return max(BULK_MARGIN_MINUTES, _uncounted_minutes(oldest, now))
 
     def quiet_beat(
         self, catalog: Catalog, now: datetime

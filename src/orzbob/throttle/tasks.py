@@ -22,7 +22,7 @@ def sweep_caps(runtime: Runtime) -> int | Idle:
     with runtime.read_session() as session:
         if not instance_service.has_running(session):
             return Idle(FOREVER)  # only a start (which wakes every job) changes that
-        candidates = throttle_service.sweep_candidates(
+        candidates = throttle_service.near_caps(
             session, catalog=runtime.catalog, now=now, margin_minutes=margin
         )
     paused = len(
