@@ -17,7 +17,8 @@ from sqlalchemy import select
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
 from orzbob.instances.models import Instance, State
-from orzbob.quota.models import DailyUsage, QuotaPeriod
+from orzbob.metering.models import UsageSegment
+from orzbob.quota.models import DailyUsage, QuotaPeriod, QuotaTierRollup
 from orzbob.runtime import Runtime
 from orzbob.throttle.service import own_cuts, throttle_service
 from tests.conftest import T0
@@ -44,7 +45,19 @@ def _state() -> st.SearchStrategy[dict[str, object]]:
     return st.fixed_dictionaries(
         {
             "plan": st.sampled_from(["free-tier", "base-plus-usage", "usage-only"]),
-            "spend_limit_cents": st.none() | st.integers(min_value=0, max_value=10**6),
+            # Small limits too, where a bound on the bill (a base of up to $20, a few hours
+            # of billable use, the margin at up to $2.08 an hour) crosses them.
+            "spend_limit_cents": st.none()
+            | st.integers(min_value=0, max_value=10**6)
+            | st.integers(min_value=0, max_value=6000),
+            # Billable minutes this period by tier (with the period row), and how long ago
+            # the org's least recently counted open segment was counted (None: none open).
+            "billable": st.dictionaries(
+                st.sampled_from(["small", "medium", "large", "gpu"]),
+                st.integers(min_value=0, max_value=3000),
+                max_size=4,
+            ),
+            "counted_ago": st.none() | st.integers(min_value=0, max_value=240),
             # The beaten instance: minutes since its run started (None: since its last state
             # change) and since its last activity.
             "run_started": st.none() | minutes,
@@ -116,6 +129,31 @@ def _judge(runtime: Runtime, state: dict[str, object]) -> tuple[bool, bool, bool
                     used_small_minutes=state["used"],
                 )
             )
+            for tier, minutes in state["billable"].items():  # type: ignore[attr-defined]
+                s.add(
+                    QuotaTierRollup(
+                        org_id=org.id,
+                        period_start=start,
+                        tier=tier,
+                        minutes=minutes,
+                        included_minutes=0,
+                        overage_minutes=minutes,
+                        billable_minutes=minutes,
+                        small_minutes=minutes,
+                    )
+                )
+        if state["counted_ago"] is not None:
+            s.add(
+                UsageSegment(
+                    org_id=org.id,
+                    instance_id=beaten.id,
+                    tier="small",
+                    started_at=NOW - timedelta(days=1),
+                    ended_at=None,
+                    emitted_minutes=0,
+                    counted_until=NOW - timedelta(minutes=state["counted_ago"], seconds=7),  # type: ignore[arg-type]
+                )
+            )
         if state["today"] is not None:
             s.add(DailyUsage(org_id=org.id, day=NOW.date(), minutes=state["today"]))
             s.add(DailyUsage(org_id=org.id, day=NOW.date() - timedelta(days=1), minutes=1440))
@@ -163,6 +201,8 @@ QUIET: dict[str, object] = {
     "used": 10,
     "today": 10,
     "period_now": True,
+    "billable": {},
+    "counted_ago": None,
 }
 
 
@@ -174,9 +214,9 @@ QUIET: dict[str, object] = {
         ({"active": 25 * 60}, False, True),  # idle past the timeout
         ({"run_started": 25 * 60}, False, True),  # past the continuous-run cap
         ({"today": 1439}, False, True),  # the daily cap within the margin
-        # Any spend limit takes the full way, where a bound on the bill decides.
-        ({"spend_limit_cents": 10**6}, False, False),
-        ({"spend_limit_cents": 1}, False, True),
+        # A spend limit far above a bound on the bill: quiet; within reach: the full way.
+        ({"spend_limit_cents": 10**6}, True, False),
+        ({"spend_limit_cents": 2000}, False, True),  # the $20 base alone reaches it
         ({"plan": "free-tier", "used": 590}, False, True),  # the free allowance within the margin
     ],
 )

@@ -12,17 +12,21 @@ from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Integer,
+    Numeric,
     Select,
     and_,
     any_,
     bindparam,
+    case,
     func,
+    literal,
     or_,
     select,
     true,
@@ -266,7 +270,54 @@ def _quiet_beat(catalog: Catalog) -> ColumnElement[bool]:
         if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
             quiet.append(used + margin * heaviest < plan.included_small_minutes)
         per_plan.append(and_(*quiet))
-    return and_(Org.spend_limit_cents.is_(None), or_(*per_plan))
+    return and_(
+        or_(Org.spend_limit_cents.is_(None), _far_from_spend_limit(catalog, n, now)), or_(*per_plan)
+    )
+
+
+def _far_from_spend_limit(
+    catalog: Catalog, n: ColumnElement[int], now: BindParameter[datetime]
+) -> ColumnElement[bool]:
+    """`ThrottleService._near_spend_limit` for the beaten instance's org, negated, as SQL: its
+    bill bounded from above stays under its limit. Each term is at least the Python bound's
+    (exact costs plus 2 cents where Python rounds and adds 1), so the condition never holds
+    where Python would find the limit near."""
+    top = max(t.hourly_rate for t in catalog.tiers)
+    cent2 = literal(Decimal("0.02"), Numeric())
+    # An unknown tier or plan counts at the dearest rate or base.
+    rate = case({t.id: t.hourly_rate for t in catalog.tiers}, value=QuotaTierRollup.tier, else_=top)
+    base = case(
+        {p.id: p.monthly_base for p in catalog.plans},
+        value=Org.plan_id,
+        else_=max(p.monthly_base for p in catalog.plans),
+    )
+    billable = (
+        select(func.coalesce(func.sum(QuotaTierRollup.billable_minutes * rate / 60 + cent2), 0))
+        .join(
+            QuotaPeriod,
+            and_(
+                QuotaPeriod.org_id == QuotaTierRollup.org_id,
+                QuotaPeriod.period_start == QuotaTierRollup.period_start,
+            ),
+        )
+        .where(
+            QuotaTierRollup.org_id == Instance.org_id,
+            QuotaPeriod.period_start <= now,
+            QuotaPeriod.period_end > now,
+        )
+        .scalar_subquery()
+    )
+    # Minutes not counted yet: since the org's least recently counted open segment, rounded
+    # up, plus one; the heartbeat's margin at least (`ThrottleService._uncounted_margin`).
+    oldest = (
+        select(func.min(UsageSegment.counted_until))
+        .where(UsageSegment.org_id == Instance.org_id, UsageSegment.ended_at.is_(None))
+        .scalar_subquery()
+    )
+    uncounted = func.ceil(func.extract("epoch", now - oldest) / 60) + 1
+    margin = func.greatest(bindparam("q_margin", type_=Integer()), func.coalesce(uncounted, 0))
+    bound = base + billable + n * margin * top / 60 + cent2
+    return bound * 100 < Org.spend_limit_cents
 
 
 class ThrottleRepository:
