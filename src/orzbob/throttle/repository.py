@@ -275,6 +275,16 @@ def _quiet_beat(catalog: Catalog) -> ColumnElement[bool]:
     )
 
 
+# An org's tier rollups with their period row: a spend bound reads the current period's.
+_PERIOD_ROLLUPS = QuotaTierRollup.__table__.join(
+    QuotaPeriod.__table__,
+    and_(
+        QuotaPeriod.org_id == QuotaTierRollup.org_id,
+        QuotaPeriod.period_start == QuotaTierRollup.period_start,
+    ),
+)
+
+
 def _far_from_spend_limit(
     catalog: Catalog, n: ColumnElement[int], now: BindParameter[datetime]
 ) -> ColumnElement[bool]:
@@ -293,13 +303,7 @@ def _far_from_spend_limit(
     )
     billable = (
         select(func.coalesce(func.sum(QuotaTierRollup.billable_minutes * rate / 60 + cent2), 0))
-        .join(
-            QuotaPeriod,
-            and_(
-                QuotaPeriod.org_id == QuotaTierRollup.org_id,
-                QuotaPeriod.period_start == QuotaTierRollup.period_start,
-            ),
-        )
+        .select_from(_PERIOD_ROLLUPS)
         .where(
             QuotaTierRollup.org_id == Instance.org_id,
             QuotaPeriod.period_start <= now,
@@ -422,13 +426,7 @@ class ThrottleRepository:
             return out
         rows = session.execute(
             select(QuotaTierRollup.org_id, QuotaTierRollup.tier, QuotaTierRollup.billable_minutes)
-            .join(
-                QuotaPeriod,
-                and_(
-                    QuotaPeriod.org_id == QuotaTierRollup.org_id,
-                    QuotaPeriod.period_start == QuotaTierRollup.period_start,
-                ),
-            )
+            .select_from(_PERIOD_ROLLUPS)
             .where(
                 one_of(session, QuotaTierRollup.org_id, list(out)),
                 # The same orgs (the join is on the org): the periods' index condition.
