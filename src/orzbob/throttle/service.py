@@ -244,10 +244,14 @@ class ThrottleService:
         limited = [o.id for o in orgs if o.spend_limit_cents is not None]
         near = set(
             self.near_caps(
-                session, catalog=catalog, now=now, margin_minutes=margin, org_ids=ids,
+                session,
+                catalog=catalog,
+                now=now,
+                margin_minutes=margin,
+                org_ids=ids,
                 spend_limited=limited,
             )
-        )  # fmt: skip
+        )
         return [o for o in orgs if o.id in near]
 
     def near_caps(
