@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import RESULTS, print_table, settle_postgres
+from bench.common import RESULTS, autovacuum_state, print_table, settle_postgres
 
 # The CLI's start-up first: after the others, the database is still busy in the background
 # (autovacuum and checkpoints after gigabytes of loads), and a 0.2 s figure shows it.
@@ -42,7 +42,11 @@ def main() -> None:
         json.dumps(
             {
                 "at": datetime.now(UTC).isoformat(),
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "postgresql_autovacuum": autovacuum_state(),
+                },
                 "args": args,
                 "seconds": took,
                 "figures": RESULTS,

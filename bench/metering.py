@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, select, update
 
 from bench.common import (
     Timer,
@@ -22,6 +22,7 @@ from bench.common import (
     scratch_database,
     serve,
     settle_postgres,
+    vacuum,
 )
 from orzbob.accounts.models import Org
 from orzbob.accounts.service import account_service
@@ -204,16 +205,12 @@ def _fleet(url: str, segments: int, spend_limited: float) -> Any:
         for model, rows in ((Org, orgs), (Instance, insts), (UsageSegment, segs)):
             for k in range(0, len(rows), 5000):
                 s.execute(insert(model), rows[k : k + 5000])
-    # Statistics, as a live database has them: without them the planner scans the freshly
-    # bulk-loaded tables and each batch costs in proportion to the fleet.
-    _analyze(rt)
+    # Statistics and a vacuumed heap, as a live database has them: without statistics the
+    # planner scans the freshly bulk-loaded tables and each batch costs in proportion to the
+    # fleet.
+    vacuum(url)
     settle_postgres()  # the load's writes are not the pass's
     return rt
-
-
-def _analyze(rt: Any) -> None:
-    with rt.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
 
 
 # Passes timed after the fleet's first, each over every open segment again.
@@ -238,10 +235,11 @@ def bench_fleet_pass(segments: int, spend_limited: float) -> None:
                 written = checkpoint_open_segments(rt)
             assert written == segments, (written, segments)
             took.append(t.seconds)
-            if len(took) == 1:
-                # The first pass created every org's period, rollup and day rows: statistics
-                # again, as autovacuum gathers them on a live database within its next minute.
-                _analyze(rt)
+            # Passes follow each other here; on a live database a minute passes between them,
+            # in which autovacuum clears the pass's old segment and rollup versions (a pass
+            # updates every open segment) and, after the first, gathers statistics on the
+            # period, rollup and day rows it created.
+            vacuum(url)
         # The same comparison as `bench_records`, at the fleet's scale: batches of 2,500 (two
         # in flight) against an `executemany` of the last pass's own records.
         rows = _records(rt, since=second)
