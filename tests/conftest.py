@@ -110,7 +110,8 @@ def statements(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[li
         execute = psycopg.Cursor.execute
 
         def sent(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.append(str(query) + (" (autocommit)" if cursor.connection.autocommit else ""))
+            text = query.decode() if isinstance(query, bytes) else str(query)  # `RawCursor`'s
+            seen.append(text + (" (autocommit)" if cursor.connection.autocommit else ""))
             return execute(cursor, query, *args, **kwargs)
 
         monkeypatch.setattr(psycopg.Cursor, "execute", sent)

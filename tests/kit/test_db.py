@@ -154,6 +154,33 @@ def test_a_statement_connections_rows_are_the_sessions_rows(
         assert len(conn.rows(_CLOCK_ROWS, {"least": 1})) == 2
 
 
+def test_a_long_statement_is_parsed_once_not_on_every_run(
+    runtime: Runtime, is_postgres: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg caches its parse of a query's placeholders only for queries of up to 4 KB; the
+    one-statement heartbeat is longer, and parsing it on every beat cost a fifth of the
+    beat's Python. A statement connection sends PostgreSQL's own `$n` placeholders, worked
+    out once per statement: a name used twice is one parameter, and `%%` is a percent
+    sign."""
+    if not is_postgres:
+        pytest.skip("one-statement connections serve PostgreSQL's hot paths only")
+    from psycopg import _queries
+
+    parsed: list[bytes] = []
+    parse = _queries._query2pg_nocache
+    monkeypatch.setattr(
+        _queries, "_query2pg_nocache", lambda q, enc: parsed.append(q) or parse(q, enc)
+    )
+    padding = " AND %(x)s = %(x)s" * 300  # past psycopg's cached length
+    sql = f"SELECT %(x)s + %(y)s AS s, '5%%' AS pct, %(x)s * 2 AS d WHERE true{padding}"
+    assert len(sql) > _queries.MAX_CACHED_STATEMENT_LENGTH
+    with statement_connection(runtime.engine) as conn:
+        for x in range(3):
+            assert conn.first_row(sql, {"x": x, "y": 10}) == {"s": x + 10, "pct": "5%", "d": 2 * x}
+        assert conn.rows(_CLOCK_ROWS, {"least": 1}) == []
+    assert parsed == []
+
+
 def test_new_ids_are_uuid7_ascending_after_every_id_given_before() -> None:
     given = [new_id(), *new_ids(500), new_id(), *new_ids(3), new_id()]
     assert given == sorted(given)
