@@ -192,3 +192,20 @@ def test_a_running_orgs_billing_reads_the_same_for_the_org_and_for_staff(
     assert mine.status_code == staff.status_code == 200
     assert [u["cap"] for u in mine.json()["upcoming"]] == ["idle"], mine.json()["upcoming"]
     assert mine.json() == staff.json()
+
+
+def test_requests_do_no_opentelemetry_work(
+    client: TestClient, make_org: Callable[..., OrgHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's metrics are Prometheus's (`/metrics`); FastAPI's own OpenTelemetry
+    hooks are off. On, they asked OpenTelemetry for its providers on every request (each
+    time reading the environment): a twelfth of a heartbeat's Python."""
+    from opentelemetry import trace
+
+    def asked() -> None:
+        raise AssertionError("a request asked OpenTelemetry for its tracer provider")
+
+    org = make_org()
+    monkeypatch.setattr(trace, "get_tracer_provider", asked)
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/v1/billing", headers=org.headers).status_code == 200

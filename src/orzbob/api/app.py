@@ -86,6 +86,9 @@ def create_app(runtime: Runtime | None = None, *, settings: Settings | None = No
         version="0.1.0",
         description="Per-minute billing for Orzbob Cloud development environments.",
         lifespan=lifespan,
+        # The service's metrics are Prometheus's (`/metrics`). FastAPI's OpenTelemetry hooks,
+        # on by default, asked OpenTelemetry for its providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_hooks()
     app.state.runtime = runtime
