@@ -136,8 +136,10 @@ def bench_records(kind: str, orgs: int, per_org: int, passes: int) -> None:
         service_rate,
         "records/s",
         baseline=("raw executemany", raw_rate),
-        target=0.5,
-        note=f"passes of {orgs * per_org} segments",
+        # The targets are PostgreSQL's, production's database; SQLite's ratio is shown beside.
+        target=0.5 if kind == "postgresql" else None,
+        note=f"passes of {orgs * per_org} segments"
+        + ("" if kind == "postgresql" else "; no target: the targets are PostgreSQL's"),
     )
 
 
