@@ -83,6 +83,76 @@ def test_usage_stops_exactly_at_the_cap_however_late_the_jobs_run(
     )
 
 
+@pytest.mark.parametrize("cap", sorted(CASES))
+def test_the_sweep_pauses_at_the_cap_while_the_checkpoint_is_stalled(
+    cap: str, runtime: Runtime, client: TestClient, make_org: Callable[..., OrgHandle]
+) -> None:
+    """The sweep finds its candidates from the rollups plus what the running instances may
+    have run since they were last counted. With the checkpoint stalled for hours (failing,
+    or far behind) while the sweep runs, the uncounted time is hours, not the sweep's
+    interval: the caps that count usage must still pause the instances, at the cap's moment,
+    and record the usage up to it."""
+    plan, tier, n, active, seconds, minutes = CASES[cap]
+    runtime.settings.heartbeat_timeout_seconds = 10**6
+    org = make_org(plan=plan)
+    if cap == "spend_limit":
+        client.put("/v1/billing/spend-limit", headers=org.headers, json={"amount": "1.00"})
+    if cap == "daily_cap":
+        move_clock_to(runtime, MIDNIGHT)
+    iids = [start(client, org, tier) for _ in range(n)]
+    started = runtime.clock.now()
+    advance(runtime, seconds)
+    beats_recorded_until_now(runtime, iids, active=active)
+
+    assert sweep_caps(runtime) == n  # no checkpoint ran: nothing is in the rollups
+    for i in iids:
+        inst = instance(client, org, i)
+        assert (inst["state"], inst["reason"]) == ("paused", cap)
+        (seg,) = segments(runtime, i)
+        assert seg.ended_at is not None
+        assert started + timedelta(minutes=minutes - 1) < seg.ended_at
+        assert seg.ended_at <= started + timedelta(minutes=minutes)
+        assert recorded_minutes(runtime, i) == minutes
+
+
+def test_a_silent_agent_or_a_checkpoint_on_time_costs_the_sweep_no_exact_computation(
+    runtime: Runtime,
+    client: TestClient,
+    make_org: Callable[..., OrgHandle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only usage left uncounted for longer than the sweep's margin makes an org a candidate:
+    not an instance whose agent went silent (counted up to its last beat, it adds nothing
+    until the heartbeat timeout stops it), nor the minute the checkpoint has not reached
+    yet. Then the org is computed exactly, once the checkpoint has stalled."""
+    from orzbob.throttle.service import throttle_service
+
+    org = make_org(plan="base-plus-usage")
+    silent, beating = start(client, org), start(client, org)
+    computed: list[uuid.UUID] = []
+    enforce = throttle_service.enforce
+
+    def counted(session: Any, org_id: uuid.UUID, **kw: Any) -> Any:
+        computed.append(org_id)
+        return enforce(session, org_id, **kw)
+
+    monkeypatch.setattr(throttle_service, "enforce", counted)
+    for minute in range(4):  # the silent agent's last beat is at the first minute
+        advance(runtime, 60)
+        beats_recorded_until_now(
+            runtime, [beating] + ([silent] if minute == 0 else []), active=True
+        )
+        checkpoint_open_segments(runtime)
+        advance(runtime, 30)  # half a minute not counted yet, as between two checkpoints
+        beats_recorded_until_now(runtime, [beating], active=True)
+        assert sweep_caps(runtime) == 0
+    assert computed == []
+    advance(runtime, 3 * 60)  # the checkpoint stalls for three minutes; the agent beats on
+    beats_recorded_until_now(runtime, [beating], active=True)
+    assert sweep_caps(runtime) == 0
+    assert computed == [org.id]
+
+
 def test_two_sweeps_and_a_checkpoint_at_once_pause_each_instance_once(
     runtime: Runtime,
     client: TestClient,

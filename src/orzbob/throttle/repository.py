@@ -105,6 +105,19 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
             func.count().label("n"),
             func.min(Instance.last_active_at).label("active"),
             func.min(Instance.run_started_at).label("started"),
+            # How far back the org's usage is counted: its least recently checkpointed open
+            # segment (a running instance has one, found by its unique open-segment index)
+            # among those with time to count, seen since; one counted up to its instance's
+            # last beat (a silent agent, soon stopped) has nothing more to add.
+            func.min(
+                case(
+                    (Instance.last_seen_at > UsageSegment.counted_until, UsageSegment.counted_until)
+                )
+            ).label("counted"),
+        )
+        .outerjoin(
+            UsageSegment,
+            and_(UsageSegment.instance_id == Instance.id, UsageSegment.ended_at.is_(None)),
         )
         .where(Instance.state == State.RUNNING.value)
         .group_by(Instance.org_id)
@@ -141,6 +154,10 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
         if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
             reasons.append(used + running.c.n * heaviest * margin >= plan.included_small_minutes)
         per_plan.append(and_(Org.plan_id == plan.id, or_(*reasons)))
+    # The margin covers the usage not counted yet only while the checkpoint keeps up: an org
+    # with usage to count since `margin` minutes ago or earlier (a stalled or failing
+    # checkpoint) may have run past any cap that counts usage, so it is a candidate.
+    stale = running.c.counted <= bindparam("stale", type_=UsageSegment.counted_until.type)
     # Scoped, each joined table is also limited to `org_ids` on its own key (the same rows:
     # the join is on the org): an index condition, where the join alone hashed the whole of
     # orgs and quota_periods for every checkpoint batch.
@@ -164,7 +181,7 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
                 DailyUsage.day == bindparam("today", type_=DailyUsage.day.type),
             ),
         )
-        .where(or_(*per_plan))
+        .where(or_(stale, *per_plan))
         .order_by(running.c.org_id)
     )
 
@@ -172,10 +189,12 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
 def _clock_params(
     catalog: Catalog, now: datetime, margin_minutes: int, *, prefix: str = ""
 ) -> dict[str, object]:
-    """The bound values of the sweep's statement (`_sweep_statement`) or, with `prefix`
-    "q_", of the heartbeat's quiet condition (`_quiet_beat`) at `now`: the clock, today, the
-    margin, and each plan's idle and continuous-run thresholds."""
-    return _params_at(_plan_offsets(catalog, prefix), prefix, now, margin_minutes)
+    """The bound values of the sweep's statement (`_sweep_statement`) at `now`: the clock,
+    today, the margin, each plan's idle and continuous-run thresholds, and how far back an
+    org's usage may be counted for the margin to cover what is not."""
+    params = _params_at(_plan_offsets(catalog, prefix), prefix, now, margin_minutes)
+    params[f"{prefix}stale"] = now - timedelta(minutes=margin_minutes)
+    return params
 
 
 def _params_at(

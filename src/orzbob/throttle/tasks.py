@@ -16,9 +16,12 @@ def sweep_caps(runtime: Runtime) -> int | Idle:
     """Pause every running instance a cap has reached, at the cap's moment."""
     started = time.perf_counter()
     now = runtime.clock.now()
-    # Usage not yet checkpointed that could push an org past a cap: the checkpoint runs
-    # just before the sweep, so at most one sweep interval (rounded up) plus one minute.
-    margin = -(-runtime.settings.sweep_interval_seconds // 60) + 1
+    # Usage not yet checkpointed that could push an org past a cap: while the checkpoint
+    # keeps up, at most one checkpoint interval or sweep interval, whichever is longer
+    # (rounded up), plus one minute. An org with usage left uncounted for longer (the
+    # checkpoint stalled or failing) is a candidate anyway (`sweep_candidates`).
+    s = runtime.settings
+    margin = -(-max(s.sweep_interval_seconds, s.flush_interval_seconds) // 60) + 1
     with runtime.read_session() as session:
         if not instance_service.has_running(session):
             return Idle(FOREVER)  # only a start (which wakes every job) changes that
