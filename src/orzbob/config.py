@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, validation_alias="ORZBOB_ACCESS_LOG")
     # Where `orz worker` serves /metrics (the counters only workers move); unset: nowhere.
     metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias="ORZBOB_METRICS_PORT")
+    # A job running longer than this makes the worker's /healthz (on the metrics port) fail,
+    # so its liveness probe restarts it: the longest job, a sweep pausing thousands of
+    # instances, takes under a minute.
+    job_stuck_seconds: int = Field(900, ge=60, validation_alias="ORZBOB_JOB_STUCK_SECONDS")
     # A name for this process that survives its restarts (a pod or unit name), unique among
     # live processes: at start the flusher takes back the claims its previous run left.
     worker_id: str | None = Field(

@@ -76,6 +76,18 @@ def test_workers_run_orz_worker_with_time_for_the_final_flush() -> None:
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > worst
 
 
+def test_a_worker_stuck_in_a_job_is_restarted_by_its_liveness_probe() -> None:
+    """`orz worker` answers /healthz on its metrics port (ORZBOB_METRICS_PORT), 503 once a job
+    has run longer than ORZBOB_JOB_STUCK_SECONDS; the probe must reach it there, and give
+    up only after the limit has passed for a while, never during a long but healthy job."""
+    c = container(find("Deployment", "orzbob-worker"))
+    probe = c["livenessProbe"]
+    assert probe["httpGet"]["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert int(env_of(c)["ORZBOB_METRICS_PORT"]["value"]) == ports[probe["httpGet"]["port"]]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 60
+
+
 @pytest.mark.parametrize("name", ["orzbob-api", "orzbob-worker"])
 def test_pods_migrate_first_and_run_as_non_root(name: str) -> None:
     spec = find("Deployment", name)["spec"]["template"]["spec"]

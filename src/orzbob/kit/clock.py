@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -93,6 +94,8 @@ class Scheduler:
         self.jobs: list[Job] = []
         self._lock = threading.RLock()
         self._advancing = False
+        # The job running now and when it started (`time.monotonic()`), for `stuck`.
+        self.running: tuple[str, float] | None = None
 
     def register(self, name: str, interval: timedelta, fn: JobFn) -> Job:
         if interval <= timedelta(0):
@@ -115,15 +118,28 @@ class Scheduler:
             return None
         return min(due, key=lambda j: (j.next_run, self.jobs.index(j)))
 
+    def stuck(self, limit_seconds: float) -> tuple[str, float] | None:
+        """(job, seconds it has run) when the job running now has run for longer than
+        `limit_seconds`: a worker waiting forever (on a lock, a hung connection) runs no
+        other job, and only a restart frees it. None otherwise."""
+        running = self.running
+        if running is None:
+            return None
+        seconds = time.monotonic() - running[1]
+        return (running[0], seconds) if seconds > limit_seconds else None
+
     def _run(self, job: Job, at: datetime) -> None:
         job.next_run = at + job.interval
         job.idle_until = None
+        self.running = (job.name, time.monotonic())
         try:
             result = job.fn(at)
         except Exception:  # one failing job must not stop the others; it runs again next time
             log.exception("periodic job %s failed", job.name)
             job_failures_total.labels(job=job.name).inc()
             result = None
+        finally:
+            self.running = None
         job.runs += 1
         # Hints only steer test-clock advances: in real time a request can create work
         # without waking anyone, and running every job each interval costs nothing.
