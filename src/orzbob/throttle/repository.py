@@ -25,6 +25,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    false,
     func,
     literal,
     or_,
@@ -99,29 +100,34 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
     with the clock is a bound parameter (`now`, `today`, `margin`, and each plan's idle and
     continuous-run thresholds as `idle_<i>`, `run_<i>`), so a sweep or a checkpoint batch
     pays no statement construction. `scoped` limits it to `org_ids`."""
-    grouped = (
-        select(
-            Instance.org_id.label("org_id"),
-            func.count().label("n"),
-            func.min(Instance.last_active_at).label("active"),
-            func.min(Instance.run_started_at).label("started"),
-            # How far back the org's usage is counted: its least recently checkpointed open
-            # segment (a running instance has one, found by its unique open-segment index)
-            # among those with time to count, seen since; one counted up to its instance's
-            # last beat (a silent agent, soon stopped) has nothing more to add.
+    columns: list[ColumnElement[Any]] = [
+        Instance.org_id.label("org_id"),
+        func.count().label("n"),
+        func.min(Instance.last_active_at).label("active"),
+        func.min(Instance.run_started_at).label("started"),
+    ]
+    if not scoped:
+        # The fleet's sweep, whose margin assumes the checkpoint keeps up: how far back each
+        # org's usage is counted, from its least recently checkpointed open segment (a
+        # running instance has one, found by its unique open-segment index) among those with
+        # time to count, seen since; one counted up to its instance's last beat (a silent
+        # agent, soon stopped) has nothing more to add. Scoped callers (the checkpoint's
+        # limiter, bulk beats) take a margin as wide as their orgs' oldest uncounted stretch.
+        columns.append(
             func.min(
                 case(
                     (Instance.last_seen_at > UsageSegment.counted_until, UsageSegment.counted_until)
                 )
-            ).label("counted"),
+            ).label("counted")
         )
-        .outerjoin(
+    grouped = (
+        select(*columns).where(Instance.state == State.RUNNING.value).group_by(Instance.org_id)
+    )
+    if not scoped:
+        grouped = grouped.outerjoin(
             UsageSegment,
             and_(UsageSegment.instance_id == Instance.id, UsageSegment.ended_at.is_(None)),
         )
-        .where(Instance.state == State.RUNNING.value)
-        .group_by(Instance.org_id)
-    )
 
     def scope(column: Any) -> ColumnElement[bool]:
         # On PostgreSQL, as an index condition of each joined table too (see below).
@@ -154,10 +160,14 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
         if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
             reasons.append(used + running.c.n * heaviest * margin >= plan.included_small_minutes)
         per_plan.append(and_(Org.plan_id == plan.id, or_(*reasons)))
-    # The margin covers the usage not counted yet only while the checkpoint keeps up: an org
-    # with usage to count since `margin` minutes ago or earlier (a stalled or failing
+    # The sweep's margin covers the usage not counted yet only while the checkpoint keeps up:
+    # an org with usage to count since `margin` minutes ago or earlier (a stalled or failing
     # checkpoint) may have run past any cap that counts usage, so it is a candidate.
-    stale = running.c.counted <= bindparam("stale", type_=UsageSegment.counted_until.type)
+    stale = (
+        running.c.counted <= bindparam("stale", type_=UsageSegment.counted_until.type)
+        if not scoped
+        else false()
+    )
     # Scoped, each joined table is also limited to `org_ids` on its own key (the same rows:
     # the join is on the org): an index condition, where the join alone hashed the whole of
     # orgs and quota_periods for every checkpoint batch.
@@ -190,8 +200,9 @@ def _clock_params(
     catalog: Catalog, now: datetime, margin_minutes: int, *, prefix: str = ""
 ) -> dict[str, object]:
     """The bound values of the sweep's statement (`_sweep_statement`) at `now`: the clock,
-    today, the margin, each plan's idle and continuous-run thresholds, and how far back an
-    org's usage may be counted for the margin to cover what is not."""
+    today, the margin, each plan's idle and continuous-run thresholds, and (used by the
+    fleet's sweep) how far back an org's usage may be counted for the margin to cover what
+    is not."""
     params = _params_at(_plan_offsets(catalog, prefix), prefix, now, margin_minutes)
     params[f"{prefix}stale"] = now - timedelta(minutes=margin_minutes)
     return params
