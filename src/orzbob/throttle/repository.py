@@ -25,7 +25,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
-    false,
     func,
     literal,
     or_,
@@ -150,7 +149,7 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
     today = func.coalesce(DailyUsage.minutes, 0)
     # Any tier, not just the plan's: an instance started under an earlier plan may still run.
     heaviest = max(t.small_hour_weight for t in catalog.tiers)
-    per_plan = []
+    candidate: list[ColumnElement[bool]] = []
     for i, plan in enumerate(catalog.plans):
         reasons = [
             running.c.active <= bindparam(f"idle_{i}", type_=Instance.last_active_at.type),
@@ -159,15 +158,13 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
         ]
         if plan.after_allowance == "hard_stop" and plan.included_small_minutes > 0:
             reasons.append(used + running.c.n * heaviest * margin >= plan.included_small_minutes)
-        per_plan.append(and_(Org.plan_id == plan.id, or_(*reasons)))
+        candidate.append(and_(Org.plan_id == plan.id, or_(*reasons)))
     # The sweep's margin covers the usage not counted yet only while the checkpoint keeps up:
     # an org with usage to count since `margin` minutes ago or earlier (a stalled or failing
     # checkpoint) may have run past any cap that counts usage, so it is a candidate.
-    stale = (
-        running.c.counted <= bindparam("stale", type_=UsageSegment.counted_until.type)
-        if not scoped
-        else false()
-    )
+    if not scoped:
+        stale = running.c.counted <= bindparam("stale", type_=UsageSegment.counted_until.type)
+        candidate.insert(0, stale)
     # Scoped, each joined table is also limited to `org_ids` on its own key (the same rows:
     # the join is on the org): an index condition, where the join alone hashed the whole of
     # orgs and quota_periods for every checkpoint batch.
@@ -191,7 +188,7 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
                 DailyUsage.day == bindparam("today", type_=DailyUsage.day.type),
             ),
         )
-        .where(or_(stale, *per_plan))
+        .where(or_(*candidate))
         .order_by(running.c.org_id)
     )
 
@@ -200,12 +197,8 @@ def _clock_params(
     catalog: Catalog, now: datetime, margin_minutes: int, *, prefix: str = ""
 ) -> dict[str, object]:
     """The bound values of the sweep's statement (`_sweep_statement`) at `now`: the clock,
-    today, the margin, each plan's idle and continuous-run thresholds, and (used by the
-    fleet's sweep) how far back an org's usage may be counted for the margin to cover what
-    is not."""
-    params = _params_at(_plan_offsets(catalog, prefix), prefix, now, margin_minutes)
-    params[f"{prefix}stale"] = now - timedelta(minutes=margin_minutes)
-    return params
+    today, the margin, and each plan's idle and continuous-run thresholds."""
+    return _params_at(_plan_offsets(catalog, prefix), prefix, now, margin_minutes)
 
 
 def _params_at(
@@ -400,6 +393,8 @@ class ThrottleRepository:
         params = _clock_params(catalog, now, margin_minutes)
         if org_ids is not None:
             params["org_ids"] = list(org_ids)
+        else:  # the fleet's sweep: how far back an org's usage may be counted for the margin
+            params["stale"] = now - timedelta(minutes=margin_minutes)
         with planned_for_values(session) if custom_plan else nullcontext():
             return list(dict.fromkeys(session.scalars(stmt, params)))
 
