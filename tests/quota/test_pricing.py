@@ -7,9 +7,13 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog
 from orzbob.catalog.service import default_catalog
+from orzbob.metering.service import metering_service
+from orzbob.quota.models import QuotaPeriod
 from orzbob.runtime import Runtime
 from tests.conftest import T0, OrgHandle, without_time_caps
 from tests.quota.usage import Meter, records, rollups_match_records, run
@@ -173,3 +177,25 @@ def test_free_tier_bills_nothing_and_reports_quota_exhausted(
     assert r.status_code == 409 and r.json()["error"] == "quota_exhausted"
     small = tier(billing(client, org), "small")
     assert (small["minutes"], small["overage_minutes"], small["cost"]) == (600, 0, "0.00")
+
+
+def test_period_rows_the_session_holds_show_what_allocation_wrote(
+    runtime: Runtime, make_org: Callable[..., OrgHandle]
+) -> None:
+    """Allocation locks and writes period rows as plain values; a period row the same
+    session already holds as an object (a plan change reads it after recording usage up
+    to the change) must show the new values, not the ones it was loaded with."""
+    org = make_org(plan="base-plus-usage")
+    meter = Meter(runtime, org.id)
+    meter.use("small", T0, 11_990)  # the period row exists; 10 small-minutes left
+    drafts = meter.drafts("small", T0 + timedelta(minutes=11_990), 30)
+    with runtime.session() as s:
+        held = s.scalars(select(QuotaPeriod).where(QuotaPeriod.org_id == org.id)).one()
+        assert (held.used_small_minutes, held.exhausted_at) == (11_990, None)
+        metering_service.record(
+            s, account_service.get_org(s, org.id), drafts, catalog=runtime.catalog, now=T0
+        )
+        assert held.used_small_minutes == 12_000
+        assert held.exhausted_at == T0 + timedelta(minutes=12_000)
+        assert held not in s.dirty  # shown as the database holds it: nothing to write back
+    rollups_match_records(runtime, org.id)

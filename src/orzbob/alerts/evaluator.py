@@ -23,7 +23,6 @@ from orzbob.kit import metrics
 from orzbob.kit.db import new_id, on_commit
 from orzbob.kit.money import to_cents
 from orzbob.quota.allocation import lock_periods, org_period
-from orzbob.quota.periods import Period
 from orzbob.quota.service import QuotaStatus, quota_service
 from orzbob.quota.totals import PeriodTotals, period_totals
 
@@ -50,16 +49,23 @@ class AlertEvaluator:
         catalog: Catalog,
         now: datetime,
     ) -> None:
-        """The usage hook: the records' period rows are already locked by allocation."""
+        """The usage hook: the records' period rows are already locked by allocation. Only
+        orgs that can be alerted (an allowance or a spend limit) are looked at."""
+        wanted = {oid for oid, org in orgs_by_id.items() if self._can_alert(org, catalog)}
+        if not wanted:
+            return
         added: dict[tuple[uuid.UUID, datetime], int] = defaultdict(int)
         weights: dict[str, int] = {}
         for r in rows:
+            org_id = r["org_id"]
+            if org_id not in wanted:
+                continue
             tier = r["tier"]
             weight = weights.get(tier)
             if weight is None:
                 has = catalog.has_tier(tier)
                 weight = weights[tier] = catalog.tier(tier).small_hour_weight if has else 0
-            added[(r["org_id"], r["period_start"])] += int(r["minutes"]) * weight
+            added[(org_id, r["period_start"])] += int(r["minutes"]) * weight
         orgs = [orgs_by_id[i] for i in sorted({k[0] for k in added})]
         self.evaluate(session, orgs, catalog=catalog, now=now, added=added)
 
@@ -94,11 +100,7 @@ class AlertEvaluator:
         A cheap look at the rollups decides which orgs may have something to do; only those
         get a full status read. `lock` (the catch-up) takes each such org's period row first,
         as usage writers do, so the two never raise the same threshold twice."""
-        current: dict[uuid.UUID, Period] = {}
-        for org in orgs:
-            plan = catalog.plan(org.plan_id)
-            if plan.included_small_minutes > 0 or org.spend_limit_cents is not None:
-                current[org.id] = org_period(org, now)
+        current = {org.id: org_period(org, now) for org in orgs if self._can_alert(org, catalog)}
         keys = [(oid, p.start) for oid, p in current.items()]
         if not keys:
             return 0
@@ -127,6 +129,14 @@ class AlertEvaluator:
         return raised
 
     # -- deciding -------------------------------------------------------------------------
+    @staticmethod
+    def _can_alert(org: Org, catalog: Catalog) -> bool:
+        """Whether the org has anything to be alerted about: an allowance or a spend limit."""
+        return (
+            org.spend_limit_cents is not None
+            or catalog.plan(org.plan_id).included_small_minutes > 0
+        )
+
     def _might_act(
         self,
         org: Org,

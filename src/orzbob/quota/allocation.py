@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
 
 from orzbob.accounts.models import Org, OrgFacts
 from orzbob.catalog.models import Catalog
@@ -119,13 +118,15 @@ def _sync_loaded_periods(
     """Period rows this session already holds as ORM objects show what the database now
     holds (as a locking read that refreshed them would), with nothing to flush."""
     identity_map = session.identity_map
-    if not identity_map:
-        return
-    for key, row in values.items():
-        qp = identity_map.get(identity_key(QuotaPeriod, key))
-        if qp is not None:
-            for name, value in zip(_PERIOD_COLUMNS, row, strict=True):
-                set_committed_value(qp, name, value)
+    # Identity keys are (class, primary key, token): looking only at the period rows held
+    # costs nothing per value where the session holds none (a checkpoint batch holds only
+    # its orgs).
+    for key in list(identity_map.keys()):
+        if key[0] is QuotaPeriod and (row := values.get(key[1])) is not None:
+            qp = identity_map.get(key)
+            if qp is not None:
+                for name, value in zip(_PERIOD_COLUMNS, row, strict=True):
+                    set_committed_value(qp, name, value)
 
 
 @dataclass(slots=True)
