@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import ScalarSelect, bindparam, select
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import ApiToken, Org
+from orzbob.accounts.models import ApiToken, Org, OrgRow
 from orzbob.kit.db import one_of
 from orzbob.kit.repository import Repository
 
@@ -96,9 +96,24 @@ class AccountRepository(Repository[Org]):
         scalar subquery (NULL for a staff token or none); the caller checks the org."""
         return _LIVE_TOKEN_ORG
 
-    def get_orgs(self, session: Session, org_ids: Sequence[uuid.UUID]) -> Sequence[Org]:
-        """The org rows with these ids, deleted or not (unordered; an unknown id is absent)."""
-        return session.scalars(select(Org).where(one_of(session, Org.id, org_ids))).all()
+    def org_facts(self, session: Session, org_ids: Sequence[uuid.UUID]) -> list[OrgRow]:
+        """The facts of the orgs with these ids, deleted or not, as plain rows (unordered; an
+        unknown id is absent)."""
+        return [
+            OrgRow(*row)
+            for row in session.execute(
+                select(
+                    Org.id,
+                    Org.name,
+                    Org.plan_id,
+                    Org.signup_at,
+                    Org.spend_limit_cents,
+                    Org.subscription_period_start,
+                    Org.subscription_period_end,
+                    Org.deleted_at,
+                ).where(one_of(session, Org.id, org_ids))
+            )
+        ]
 
 
 account_repository = AccountRepository()

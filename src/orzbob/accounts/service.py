@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import ORG_ROLES, STAFF_ROLES, ApiToken, Org, Role
+from orzbob.accounts.models import ORG_ROLES, STAFF_ROLES, ApiToken, Org, OrgRow, Role
 from orzbob.accounts.repository import account_repository
 from orzbob.accounts.token_cache import TokenCache
 from orzbob.catalog.models import Catalog
@@ -234,10 +234,12 @@ class AccountService:
             changed(session, org, previous, at, catalog)
         return org
 
-    def orgs_by_id(self, session: Session, org_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Org]:
-        """The orgs with these ids, deleted or not, by id (system paths finishing what an
-        org left behind; an unknown id is absent)."""
-        return {o.id: o for o in account_repository.get_orgs(session, org_ids)}
+    def org_facts_by_id(
+        self, session: Session, org_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, OrgRow]:
+        """The facts of the orgs with these ids, deleted or not, by id, as plain rows (system
+        paths over many orgs, such as a checkpoint batch; an unknown id is absent)."""
+        return {o.id: o for o in account_repository.org_facts(session, org_ids)}
 
 
 account_service = AccountService()

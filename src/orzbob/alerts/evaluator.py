@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import Org, OrgFacts
+from orzbob.accounts.service import account_service
 from orzbob.alerts.content import facts_for, subject_for
 from orzbob.alerts.models import THRESHOLDS, AlertKind, AlertState, BudgetAlert
 from orzbob.alerts.repository import ThresholdKey, alert_repository
@@ -45,7 +46,7 @@ class AlertEvaluator:
         self,
         session: Session,
         rows: Sequence[Mapping[str, Any]],
-        orgs_by_id: Mapping[uuid.UUID, Org],
+        orgs_by_id: Mapping[uuid.UUID, OrgFacts],
         catalog: Catalog,
         now: datetime,
     ) -> None:
@@ -88,7 +89,7 @@ class AlertEvaluator:
     def evaluate(
         self,
         session: Session,
-        orgs: Sequence[Org],
+        orgs: Sequence[OrgFacts],
         *,
         catalog: Catalog,
         now: datetime,
@@ -98,8 +99,9 @@ class AlertEvaluator:
         """Raise what the orgs' current periods have crossed; returns alerts raised.
 
         A cheap look at the rollups decides which orgs may have something to do; only those
-        get a full status read. `lock` (the catch-up) takes each such org's period row first,
-        as usage writers do, so the two never raise the same threshold twice."""
+        get a full status read (and, given as plain facts, their org row: an alert names its
+        contacts). `lock` (the catch-up) takes each such org's period row first, as usage
+        writers do, so the two never raise the same threshold twice."""
         current = {org.id: org_period(org, now) for org in orgs if self._can_alert(org, catalog)}
         keys = [(oid, p.start) for oid, p in current.items()]
         if not keys:
@@ -116,10 +118,15 @@ class AlertEvaluator:
             if lock:
                 lock_periods(session, {(org.id, current[org.id])})
                 existing[key] = alert_repository.by_period(session, [key])[key]
-            status = quota_service.status(session, org, catalog=catalog, now=now)
+            full = (
+                org
+                if isinstance(org, Org)
+                else account_service.get_org(session, org.id, include_deleted=True)
+            )
+            status = quota_service.status(session, full, catalog=catalog, now=now)
             raised += self._apply(
                 session,
-                org,
+                full,
                 status,
                 existing[key],
                 added=(added or {}).get(key, 0),
@@ -130,7 +137,7 @@ class AlertEvaluator:
 
     # -- deciding -------------------------------------------------------------------------
     @staticmethod
-    def _can_alert(org: Org, catalog: Catalog) -> bool:
+    def _can_alert(org: OrgFacts, catalog: Catalog) -> bool:
         """Whether the org has anything to be alerted about: an allowance or a spend limit."""
         return (
             org.spend_limit_cents is not None
@@ -139,7 +146,7 @@ class AlertEvaluator:
 
     def _might_act(
         self,
-        org: Org,
+        org: OrgFacts,
         catalog: Catalog,
         totals: PeriodTotals,
         rows: Rows,

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Select, and_, bindparam, func, literal, select
 
-from orzbob.accounts.models import ApiToken, Org
+from orzbob.accounts.models import ApiToken, Org, OrgRow
 from orzbob.alerts.models import AlertState, BudgetAlert
 from orzbob.credits.models import CreditGrant
 from orzbob.instances.models import Instance, InstanceFacts
@@ -103,18 +103,6 @@ _SNAPSHOT = (
 # statement instead of authentication, the org and the open runs each on their own. Plain
 # columns, only those the read uses, into plain rows: loading them as ORM entities cost more
 # than the rest of the statement.
-@dataclass(frozen=True, slots=True)
-class OrgRow:  # an OrgFacts
-    id: uuid.UUID
-    name: str
-    plan_id: str
-    signup_at: datetime
-    spend_limit_cents: int | None
-    subscription_period_start: datetime | None
-    subscription_period_end: datetime | None
-    deleted_at: datetime | None
-
-
 @dataclass(frozen=True, slots=True)
 class SegmentRow:  # a SegmentFacts
     id: uuid.UUID

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, ColumnExpressionArgument
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import Org
+from orzbob.accounts.models import Org, OrgFacts
 from orzbob.accounts.service import account_service
 from orzbob.catalog.models import Catalog
 from orzbob.kit import metrics
@@ -31,7 +31,7 @@ _MICROSECOND = timedelta(microseconds=1)
 # segment being closed to the moment it closes (a user's pause counts up to then, not up to
 # the last heartbeat). Segments a limiter does not name are not limited by it.
 Limiter = Callable[
-    [Session, Sequence[Org], Catalog, datetime, Mapping[uuid.UUID, datetime]],
+    [Session, Sequence[OrgFacts], Catalog, datetime, Mapping[uuid.UUID, datetime]],
     dict[uuid.UUID, datetime],
 ]
 limiters: list[Limiter] = []
@@ -46,7 +46,7 @@ usage_cuts: list[UsageCut] = []
 # period rows they touched are locked) and their orgs by id (every org of a row, maybe more).
 # Higher domains register here (alerts evaluate thresholds) from `orzbob.hooks.install_hooks`.
 UsageRecordedHook = Callable[
-    [Session, Sequence[Mapping[str, Any]], Mapping[uuid.UUID, Org], Catalog, datetime], None
+    [Session, Sequence[Mapping[str, Any]], Mapping[uuid.UUID, OrgFacts], Catalog, datetime], None
 ]
 usage_recorded_hooks: list[UsageRecordedHook] = []
 
@@ -180,7 +180,7 @@ class MeteringService:
     def limits(
         self,
         session: Session,
-        orgs: Sequence[Org],
+        orgs: Sequence[OrgFacts],
         *,
         catalog: Catalog,
         now: datetime,
@@ -275,7 +275,7 @@ class MeteringService:
         if not segments:
             return 0
         org_ids = sorted({seg.org_id for seg in segments})
-        orgs = account_service.orgs_by_id(session, org_ids)
+        orgs = account_service.org_facts_by_id(session, org_ids)
         limits = self.limits(session, [orgs[o] for o in org_ids], catalog=catalog, now=now)
         cuts = self._cuts(session, org_ids, now)
         by_org: dict[uuid.UUID, list[UsageDraft]] = defaultdict(list)
@@ -346,7 +346,7 @@ class MeteringService:
     def record_many(
         self,
         session: Session,
-        orgs: dict[uuid.UUID, Org],
+        orgs: Mapping[uuid.UUID, OrgFacts],
         drafts_by_org: dict[uuid.UUID, list[UsageDraft]],
         *,
         catalog: Catalog,

@@ -4,7 +4,7 @@ Quota owns the allowance and the rollups; metering writes the usage records."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -160,7 +160,7 @@ def allocate(
 
 def allocate_many(
     session: Session,
-    orgs: dict[uuid.UUID, Org],
+    orgs: Mapping[uuid.UUID, OrgFacts],
     drafts_by_org: dict[uuid.UUID, list[UsageDraft]],
     *,
     catalog: Catalog,

@@ -168,7 +168,7 @@ class ThrottleService:
     def cuts(
         self,
         session: Session,
-        orgs: Sequence[Org],
+        orgs: Sequence[OrgFacts],
         *,
         catalog: Catalog,
         now: datetime,
@@ -205,7 +205,7 @@ class ThrottleService:
     def limits(
         self,
         session: Session,
-        orgs: Sequence[Org],
+        orgs: Sequence[OrgFacts],
         catalog: Catalog,
         now: datetime,
         closing: Mapping[uuid.UUID, datetime],
@@ -227,8 +227,8 @@ class ThrottleService:
         }
 
     def _may_reach_a_cap(
-        self, session: Session, orgs: Sequence[Org], catalog: Catalog, now: datetime
-    ) -> list[Org]:
+        self, session: Session, orgs: Sequence[OrgFacts], catalog: Catalog, now: datetime
+    ) -> list[OrgFacts]:
         """The orgs of a checkpoint batch whose usage up to `now` may meet a cap: a
         conservative prefilter (the sweep's set-based rule with a margin as wide as the
         oldest uncounted stretch, and an upper bound on each spend-limited org's bill), so
