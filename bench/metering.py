@@ -143,15 +143,17 @@ def bench_records(kind: str, orgs: int, per_org: int, passes: int) -> None:
     )
     row(f"{kind}: raw driver executemany, same rows", f"{raw_rate:>10,.0f} records/s")
     row(f"{kind}: service / raw", f"{service_rate / raw_rate:>10.2f}")
+    # No target here: the checkpoint figure is a fleet's pass (`bench_fleet_pass`),
+    # with the same rows written by raw. Passes of a few hundred segments measure what a pass
+    # costs whatever its size (its statements for caps, plan changes, allocation, rollups
+    # and alerts, and its commit) against a share of one raw `executemany` of every pass's
+    # rows; they are shown so that this cost stays in view.
     record(
-        f"checkpoint, service path ({kind})",
+        f"checkpoint, service path, passes of {orgs * per_org} segments ({kind})",
         service_rate,
         "records/s",
         baseline=("raw executemany", raw_rate),
-        # The targets are PostgreSQL's, production's database; SQLite's ratio is shown beside.
-        target=0.5 if kind == "postgresql" else None,
-        note=f"passes of {orgs * per_org} segments"
-        + ("" if kind == "postgresql" else "; no target: the targets are PostgreSQL's"),
+        note="no target: a pass's fixed cost; the target is the fleet pass's",
     )
 
 
