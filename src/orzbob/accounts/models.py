@@ -86,6 +86,19 @@ class Org(Base):
     deleted_at: Mapped[datetime | None]
 
 
+# The columns of an `OrgRow`, in its fields' order: `OrgRow(*row)` of a row selecting them.
+ORG_ROW_COLUMNS = (
+    Org.id,
+    Org.name,
+    Org.plan_id,
+    Org.signup_at,
+    Org.spend_limit_cents,
+    Org.subscription_period_start,
+    Org.subscription_period_end,
+    Org.deleted_at,
+)
+
+
 class ApiToken(Base):
     __tablename__ = "api_tokens"
     __table_args__ = (Index("ix_api_tokens_org_id", "org_id"),)

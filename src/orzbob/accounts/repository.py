@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import ScalarSelect, bindparam, select
 from sqlalchemy.orm import Session
 
-from orzbob.accounts.models import ApiToken, Org, OrgRow
+from orzbob.accounts.models import ORG_ROW_COLUMNS, ApiToken, Org, OrgRow
 from orzbob.kit.db import one_of
 from orzbob.kit.repository import Repository
 
@@ -102,16 +102,7 @@ class AccountRepository(Repository[Org]):
         return [
             OrgRow(*row)
             for row in session.execute(
-                select(
-                    Org.id,
-                    Org.name,
-                    Org.plan_id,
-                    Org.signup_at,
-                    Org.spend_limit_cents,
-                    Org.subscription_period_start,
-                    Org.subscription_period_end,
-                    Org.deleted_at,
-                ).where(one_of(session, Org.id, org_ids))
+                select(*ORG_ROW_COLUMNS).where(one_of(session, Org.id, org_ids))
             )
         ]
 

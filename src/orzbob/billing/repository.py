@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Select, and_, bindparam, func, literal, select
 
-from orzbob.accounts.models import ApiToken, Org, OrgRow
+from orzbob.accounts.models import ORG_ROW_COLUMNS, ApiToken, Org, OrgRow
 from orzbob.alerts.models import AlertState, BudgetAlert
 from orzbob.credits.models import CreditGrant
 from orzbob.instances.models import Instance, InstanceFacts
@@ -133,16 +133,6 @@ class TokenRow:
     Org: OrgRow | None
 
 
-_ORG_COLUMNS = (
-    Org.id,
-    Org.name,
-    Org.plan_id,
-    Org.signup_at,
-    Org.spend_limit_cents,
-    Org.subscription_period_start,
-    Org.subscription_period_end,
-    Org.deleted_at,
-)
 _RUN_COLUMNS = (
     UsageSegment.id,
     UsageSegment.tier,
@@ -160,13 +150,13 @@ _RUNS = Org.__table__.outerjoin(
     UsageSegment.__table__, and_(UsageSegment.org_id == Org.id, UsageSegment.ended_at.is_(None))
 ).outerjoin(Instance.__table__, Instance.id == UsageSegment.instance_id)
 _ORG_HEAD = (
-    select(*_ORG_COLUMNS, *_RUN_COLUMNS)
+    select(*ORG_ROW_COLUMNS, *_RUN_COLUMNS)
     .select_from(_RUNS)
     .where(Org.id == bindparam("org_id"))
     .order_by(UsageSegment.id)
 )
 _TOKEN_HEAD = (
-    select(*_TOKEN_COLUMNS, *_ORG_COLUMNS, *_RUN_COLUMNS)
+    select(*_TOKEN_COLUMNS, *ORG_ROW_COLUMNS, *_RUN_COLUMNS)
     .select_from(ApiToken.__table__.outerjoin(_RUNS, Org.id == ApiToken.org_id))
     .where(ApiToken.token_hash == bindparam("token_hash"))
     .order_by(UsageSegment.id)
