@@ -193,12 +193,10 @@ def _sweep_statement(catalog: Catalog, scoped: bool, postgres: bool) -> Select[t
     )
 
 
-def _clock_params(
-    catalog: Catalog, now: datetime, margin_minutes: int, *, prefix: str = ""
-) -> dict[str, object]:
+def _clock_params(catalog: Catalog, now: datetime, margin_minutes: int) -> dict[str, object]:
     """The bound values of the sweep's statement (`_sweep_statement`) at `now`: the clock,
     today, the margin, and each plan's idle and continuous-run thresholds."""
-    return _params_at(_plan_offsets(catalog, prefix), prefix, now, margin_minutes)
+    return _params_at(_plan_offsets(catalog, ""), "", now, margin_minutes)
 
 
 def _params_at(
